@@ -1,0 +1,47 @@
+# The two commands of the quick start are `make demo` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+LINT_VENV := .venv-lint
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+
+# torch CPU build: from this machine's wheel folder when there is one, else PyTorch's CPU index.
+TORCH_WHEELS := $(firstword $(wildcard /opt/wheels))
+ifeq ($(TORCH_WHEELS),)
+TORCH_SOURCE := --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
+else
+TORCH_SOURCE := --find-links $(TORCH_WHEELS)
+endif
+
+.PHONY: demo test lint lock package clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(UV) || $(VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
+	$(UV) pip install -q --python $(VENV)/bin/python $(TORCH_SOURCE) -r requirements.txt
+	$(UV) pip install -q --python $(VENV)/bin/python --no-deps -e .
+	touch $@
+
+$(LINT_VENV)/.installed: requirements-lint.txt $(VENV)/.installed
+	test -x $(LINT_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(LINT_VENV)
+	$(UV) pip install -q --python $(LINT_VENV)/bin/python -r requirements-lint.txt
+	touch $@
+
+demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students
+	$(VENV)/bin/kt demo
+
+test: $(VENV)/.installed $(LINT_VENV)/.installed  ## run the test suite
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(LINT_VENV)/.installed  ## checkov on terraform/
+	$(LINT_VENV)/bin/checkov -d terraform --quiet --compact --skip-download
+
+lock: $(VENV)/.installed  ## re-resolve requirements.txt from requirements.in
+	$(UV) pip compile -q requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt
+
+clean:  ## remove venvs and generated data
+	rm -rf $(VENV) $(LINT_VENV) .kt dist

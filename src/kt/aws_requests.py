@@ -1,0 +1,142 @@
+"""Every AWS request the pipeline sends, built in one place from the settings and one run id.
+
+Keys are boto's CamelCase, exactly. DAGs pass these dicts as ``config=`` to
+the Amazon provider's operators (aws runtime) or to the ``plugins/`` local
+operators, which hand them to ``kt.local_sagemaker``. Tests validate them
+against botocore's service models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from kt import lake
+from kt.config import Settings
+from kt.train import METRIC_REGEXES
+
+NAME_PREFIX = "pythagoras-dkt"
+MAX_RUNTIME_S = 4 * 3600
+MAX_WAIT_S = 8 * 3600  # spot: how long to wait for capacity, including the run
+
+
+def run_id(now: datetime) -> str:
+    """The id every name of one run derives from, e.g. 2026-11-25-0200."""
+    return now.strftime("%Y-%m-%d-%H%M")
+
+
+def names(run: str) -> dict[str, str]:
+    return {
+        "training_job": f"{NAME_PREFIX}-{run}",
+        "model": f"{NAME_PREFIX}-{run}",
+        "endpoint_config": f"{NAME_PREFIX}-{run}",
+        "transform_job": f"{NAME_PREFIX}-refresh-{run}",
+    }
+
+
+def lake_uris(settings: Settings, run_date: str | None = None) -> dict[str, str]:
+    """The lake prefixes of DESIGN §3."""
+    root = settings.lake
+    uris = {
+        "raw": lake.join(root, "raw", "ednet"),
+        "processed": lake.join(root, "processed", "ednet"),
+        "models": lake.join(root, "models", "dkt"),
+        "current_model": lake.join(root, "models", "dkt", "current.json"),
+        "checkpoints": lake.join(root, "models", "dkt", "checkpoints"),
+        "sourcedir": lake.join(root, "artifacts", "sagemaker", "sourcedir.tar.gz"),
+        "events": lake.join(root, "events", "answers"),
+        "drift": lake.join(root, "monitoring", "drift"),
+    }
+    if run_date:
+        uris["batch_input"] = lake.join(root, "inference", "batch", run_date, "input")
+        uris["batch_output"] = lake.join(root, "inference", "batch", run_date, "output")
+    return uris
+
+
+def training_job(settings: Settings, run: str, hyperparameters: dict[str, object], spot: bool = True) -> dict:
+    """CreateTrainingJob: script mode on the PyTorch image, managed spot, checkpoints in the lake."""
+    uris = lake_uris(settings)
+    name = names(run)["training_job"]
+    request = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": settings.training_image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": k, "Regex": v} for k, v in METRIC_REGEXES.items()],
+        },
+        "RoleArn": settings.sagemaker_role_arn,
+        "HyperParameters": {
+            **{k: str(v) for k, v in hyperparameters.items()},
+            "sagemaker_program": "kt_train_entry.py",
+            "sagemaker_submit_directory": uris["sourcedir"],
+            "sagemaker_region": settings.region,
+        },
+        "InputDataConfig": [{
+            "ChannelName": "training",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uris["processed"] + "/",
+                                            "S3DataDistributionType": "FullyReplicated"}},
+            "InputMode": "File",
+        }],
+        "OutputDataConfig": {"S3OutputPath": uris["models"]},
+        "ResourceConfig": {"InstanceType": settings.training_instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S},
+        "CheckpointConfig": {"S3Uri": lake.join(uris["checkpoints"], name), "LocalPath": "/opt/ml/checkpoints"},
+        "Tags": [{"Key": "project", "Value": "pythagoras-kt"}],
+    }
+    if spot:
+        request["EnableManagedSpotTraining"] = True
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = MAX_WAIT_S
+    return request
+
+
+def model(settings: Settings, run: str, model_data_url: str) -> dict:
+    """CreateModel: the PyTorch inference image with our model.tar.gz (handlers in code/)."""
+    return {
+        "ModelName": names(run)["model"],
+        "PrimaryContainer": {
+            "Image": settings.inference_image_uri,
+            "ModelDataUrl": model_data_url,
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_REGION": settings.region},
+        },
+        "ExecutionRoleArn": settings.sagemaker_role_arn,
+        "Tags": [{"Key": "project", "Value": "pythagoras-kt"}],
+    }
+
+
+def endpoint_config(settings: Settings, run: str) -> dict:
+    """CreateEndpointConfig: serverless by default, or real-time instances."""
+    variant: dict = {"VariantName": "AllTraffic", "ModelName": names(run)["model"]}
+    if settings.endpoint_mode == "serverless":
+        variant["ServerlessConfig"] = {
+            "MemorySizeInMB": settings.serverless_memory_mb,
+            "MaxConcurrency": settings.serverless_max_concurrency,
+        }
+    else:
+        variant.update({"InstanceType": settings.endpoint_instance_type, "InitialInstanceCount": 1,
+                        "InitialVariantWeight": 1.0})
+    return {"EndpointConfigName": names(run)["endpoint_config"], "ProductionVariants": [variant],
+            "Tags": [{"Key": "project", "Value": "pythagoras-kt"}]}
+
+
+def endpoint(settings: Settings, run: str) -> dict:
+    """CreateEndpoint / UpdateEndpoint: the fixed endpoint name, pointed at this run's config."""
+    return {"EndpointName": settings.endpoint_name, "EndpointConfigName": names(run)["endpoint_config"]}
+
+
+def transform_job(settings: Settings, run: str, run_date: str, model_name: str) -> dict:
+    """CreateTransformJob: one user per JSON line, MultiRecord batches, outputs assembled by line."""
+    uris = lake_uris(settings, run_date)
+    return {
+        "TransformJobName": names(run)["transform_job"],
+        "ModelName": model_name,
+        "BatchStrategy": "MultiRecord",
+        "MaxPayloadInMB": 6,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uris["batch_input"] + "/"}},
+            "ContentType": "application/jsonlines",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": uris["batch_output"] + "/", "Accept": "application/jsonlines",
+                            "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": settings.transform_instance_type, "InstanceCount": 1},
+        "Tags": [{"Key": "project", "Value": "pythagoras-kt"}],
+    }

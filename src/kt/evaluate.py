@@ -1,0 +1,154 @@
+"""Evaluation on the test split: DKT next to the baselines it must beat.
+
+    kt evaluate --lake .kt/lake [--model .kt/lake/models/dkt/<job>/output/model.tar.gz]
+
+Every method is scored on the same targets: each answer that DKT predicts
+(every answer of a window but its first). Baselines: the per-skill base rate
+of the training split, the Phase-1 Bayesian estimate from the user's earlier
+answers, and on sample data the simulator's true P(correct) (the oracle).
+Metrics: AUC, accuracy, log loss and expected calibration error (15 bins).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+from kt import bayes, lake
+from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows, read_sequences
+from kt.model import DKT
+
+log = logging.getLogger(__name__)
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Weighted mean |accuracy - confidence| over equal-width probability bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            total += in_bin.sum() * abs(y[in_bin].mean() - p[in_bin].mean())
+    return float(total / max(1, len(y)))
+
+
+def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y, dtype=np.float64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return {
+        "auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "ece": expected_calibration_error(y, p),
+        "n": int(len(y)),
+    }
+
+
+@torch.no_grad()
+def predict_windows(model: DKT, windows: list[Window], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Next-step predictions of the model for every target, in window order: (y, p)."""
+    model.eval()
+    ys, ps = [], []
+    order = bucketed_batches(windows, batch_size, seed=0, epoch=0, shuffle=False)
+    by_window: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for batch in order:
+        b = collate([windows[i] for i in batch])
+        probs, _ = model(b["tokens"])  # (B, T, S)
+        picked = probs.gather(-1, b["targets"][..., 0:1]).squeeze(-1)  # (B, T)
+        for row, i in enumerate(batch):
+            n = int(b["mask"][row].sum())
+            by_window[i] = (b["targets"][row, :n, 1].numpy(), picked[row, :n].numpy())
+    for i in range(len(windows)):
+        y, p = by_window[i]
+        ys.append(y)
+        ps.append(p)
+    return np.concatenate(ys).astype(np.float64), np.concatenate(ps).astype(np.float64)
+
+
+def base_rates(train, vocab: SkillVocab, smoothing: float = 1.0) -> np.ndarray:
+    """Per-skill correct rate on the training split (smoothed toward the global rate)."""
+    skills = vocab.indices(np.concatenate([np.asarray(s) for s in train["skill_id"].to_pylist()] or [np.array([], int)]))
+    correct = np.concatenate([np.asarray(c) for c in train["correct"].to_pylist()] or [np.array([], int)])
+    known = skills >= 0
+    skills, correct = skills[known], correct[known].astype(np.float64)
+    global_rate = correct.mean() if len(correct) else 0.5
+    right = np.bincount(skills, weights=correct, minlength=len(vocab))
+    seen = np.bincount(skills, minlength=len(vocab))
+    return (right + smoothing * global_rate) / (seen + smoothing)
+
+
+def target_positions(windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """(user row, position in the user's sequence) of every target, in window order."""
+    rows = np.concatenate([np.full(len(w.skills) - 1, w.user_row) for w in windows])
+    positions = np.concatenate([np.arange(w.start + 1, w.start + len(w.skills)) for w in windows])
+    return rows, positions
+
+
+def baseline_predictions(sequences, windows: list[Window], vocab: SkillVocab, rates: np.ndarray) -> dict[str, np.ndarray]:
+    """Base-rate and Bayesian predictions aligned with the DKT targets."""
+    rows, positions = target_positions(windows)
+    skill_lists = sequences["skill_id"].to_pylist()
+    correct_lists = sequences["correct"].to_pylist()
+    bayes_by_row = {}
+    for row in np.unique(rows):
+        bayes_by_row[row] = bayes.next_step_predictions(np.asarray(skill_lists[row]), np.asarray(correct_lists[row]))
+    target_skill = np.array([vocab.index[skill_lists[r][p]] for r, p in zip(rows, positions)])
+    return {
+        "base_rate": rates[target_skill],
+        "bayes": np.array([bayes_by_row[r][p] for r, p in zip(rows, positions)]),
+    }
+
+
+def oracle_predictions(oracle_uri: str, sequences, windows: list[Window]) -> np.ndarray | None:
+    """The simulator's true P(correct) for every target, when the data is simulated."""
+    if not lake.exists(oracle_uri):
+        return None
+    with lake.open_read(oracle_uri) as f:
+        oracle = pq.read_table(f)
+    truth = {
+        (u, t, c): p
+        for u, t, c, p in zip(*(oracle[k].to_numpy() for k in ("user_id", "timestamp", "content_id", "p_correct")))
+    }
+    rows, positions = target_positions(windows)
+    users = sequences["user_id"].to_numpy()
+    ts = sequences["timestamp"].to_pylist()
+    content = sequences["content_id"].to_pylist()
+    out = np.array([truth.get((users[r], ts[r][p], content[r][p]), np.nan) for r, p in zip(rows, positions)])
+    if np.isnan(out).any():
+        log.warning("oracle misses %d of %d targets: not reported", int(np.isnan(out).sum()), len(out))
+        return None
+    return out
+
+
+def evaluate(model: DKT, vocab: SkillVocab, processed: str, split: str = "test", oracle_uri: str | None = None) -> dict:
+    """Metrics of DKT and every baseline on one split."""
+    sequences = read_sequences(processed, split)
+    windows = make_windows(sequences, vocab, model.config.max_seq_len)
+    if not windows:
+        raise ValueError(f"the {split} split has no sequence of two or more answers")
+    y, p = predict_windows(model, windows)
+    rates = base_rates(read_sequences(processed, "train"), vocab)
+    report = {"dkt": metrics(y, p)}
+    for name, pred in baseline_predictions(sequences, windows, vocab, rates).items():
+        report[name] = metrics(y, pred)
+    if oracle_uri:
+        truth = oracle_predictions(oracle_uri, sequences, windows)
+        if truth is not None:
+            report["oracle"] = metrics(y, truth)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A small table: one line per method."""
+    lines = [f"{'method':<10} {'AUC':>7} {'acc':>7} {'logloss':>8} {'ECE':>7} {'n':>9}"]
+    for name, m in report.items():
+        lines.append(f"{name:<10} {m['auc']:>7.4f} {m['accuracy']:>7.4f} {m['log_loss']:>8.4f} {m['ece']:>7.4f} {m['n']:>9}")
+    return "\n".join(lines)
+

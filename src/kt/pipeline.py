@@ -1,0 +1,130 @@
+"""The pipeline's steps as plain functions, shared by the CLI, the demo and the DAGs.
+
+Each step takes the settings (and a run id or date) and works on the lake of
+DESIGN §3, through the same request dictionaries the AWS deployment uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from kt import artifact, aws, aws_requests, dynamo, lake, local_sagemaker, refresh
+from kt.config import Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_HYPERPARAMETERS = {"epochs": 8, "batch_size": 32, "patience": 2, "checkpoint_every": 500}
+
+
+def train_local(settings: Settings, run: str, hyperparameters: dict, work_dir: str) -> dict:
+    """The CreateTrainingJob request of this run, executed by the local runner; fails loudly."""
+    request = aws_requests.training_job(settings, run, hyperparameters)
+    describe = local_sagemaker.run_training_job(request, work_dir)
+    if describe["TrainingJobStatus"] != "Completed":
+        raise RuntimeError(f"training job {request['TrainingJobName']} {describe['TrainingJobStatus']}: "
+                           f"{describe.get('FailureReason')}")
+    return describe
+
+
+def evaluate_model(settings: Settings, model_data_url: str) -> dict:
+    """Test-split metrics of a model.tar.gz next to the baselines (and the oracle on sample data)."""
+    from kt import evaluate, inference
+    from kt.data import SkillVocab
+
+    with tempfile.TemporaryDirectory(prefix="kt-eval-") as tmp:
+        loaded = inference.model_fn(artifact.unpack(model_data_url, tmp))
+    uris = aws_requests.lake_uris(settings)
+    oracle = lake.join(settings.lake, "sample", "oracle.parquet")
+    return evaluate.evaluate(loaded.model, SkillVocab(loaded.skill_ids), uris["processed"], oracle_uri=oracle)
+
+
+def promote(settings: Settings, job_name: str, model_data_url: str, report: dict) -> dict:
+    """Record the promoted model in models/dkt/current.json."""
+    current = {"job_name": job_name, "model_data_url": model_data_url, "metrics": report,
+               "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    lake.write_text(aws_requests.lake_uris(settings)["current_model"], json.dumps(current, indent=1))
+    return current
+
+
+def current_model(settings: Settings) -> dict | None:
+    uri = aws_requests.lake_uris(settings)["current_model"]
+    return json.loads(lake.read_text(uri)) if lake.exists(uri) else None
+
+
+@dataclass
+class RefreshSummary:
+    run_date: str
+    days: list[str]
+    answers_synced: int
+    users: int
+    written: int
+    skipped_stale: int
+    errors: int
+
+
+def refresh_local(settings: Settings, run_date: str, run: str, work_dir: str) -> RefreshSummary:
+    """The nightly refresh on this machine: kt-history from the lake, local transform, conditional load."""
+    current = current_model(settings)
+    if current is None:
+        raise RuntimeError(f"no promoted model at {aws_requests.lake_uris(settings)['current_model']}: train first")
+    client = aws.client(settings, "dynamodb")
+    dynamo.ensure_tables(client, settings.history_table, settings.mastery_table)
+    synced = refresh.sync_history(client, settings.history_table, settings.lake)
+    days = refresh.days_to_refresh(refresh.read_watermark(settings.lake), run_date)
+    with tempfile.TemporaryDirectory() as tmp:
+        info = artifact.read_info(artifact.unpack(current["model_data_url"], tmp))
+    built = refresh.build_inputs(client, settings.history_table, settings.lake, run_date, days,
+                                 known_skills={int(s) for s in info["skill_ids"]})
+    model_request = aws_requests.model(settings, run, current["model_data_url"])
+    transform_request = aws_requests.transform_job(settings, run, run_date, model_request["ModelName"])
+    if built["users"]:
+        local_sagemaker.run_transform_job({"Model": model_request, "Transform": transform_request}, work_dir)
+    loaded = refresh.load_outputs(client, settings.mastery_table, settings.lake, run_date, last_day=days[-1])
+    return RefreshSummary(run_date, days, synced, built["users"], loaded.written, loaded.skipped_stale, loaded.errors)
+
+
+def sagemaker_work_dir(settings: Settings) -> str:
+    """Where the local runners keep job records: beside a local lake, else under .kt/."""
+    if lake.is_s3(settings.lake):
+        return os.path.abspath(local_sagemaker.DEFAULT_WORK_DIR)
+    return os.path.join(os.path.dirname(os.path.abspath(settings.lake)), "sagemaker")
+
+
+def sync_local_tables(settings: Settings) -> int:
+    """Locally, kt-history is a projection of the lake's answer events: (re)load it."""
+    client = aws.client(settings, "dynamodb")
+    dynamo.ensure_tables(client, settings.history_table, settings.mastery_table)
+    return refresh.sync_history(client, settings.history_table, settings.lake)
+
+
+def user_chart(settings: Settings, user_id: str, out_path: str) -> str:
+    """The spider chart of one user: DKT topic mastery from kt-mastery, Bayesian from kt-history."""
+    from kt import bayes, chart
+
+    client = aws.client(settings, "dynamodb")
+    history = dynamo.user_history(client, settings.history_table, user_id)
+    row = dynamo.get_mastery(client, settings.mastery_table, user_id)
+    if not history and row is None:
+        raise ValueError(f"unknown user {user_id!r}: no answers in {settings.history_table}")
+    series = {}
+    if row is not None and row.get("source") == "dkt":
+        series["DKT"] = row["topic_mastery"]
+    skill_topics = _skill_topics(settings)
+    answers = [(int(h["skill_id"]), int(h["correct"])) for h in history]
+    series["Bayesian"] = bayes.topic_mastery(answers, skill_topics)
+    return chart.spider_chart(series, f"Knowledge state of {user_id} ({len(answers)} answers)", out_path)
+
+
+def _skill_topics(settings: Settings) -> dict[int, str]:
+    """skill -> topic from the promoted model (what the API speaks)."""
+    current = current_model(settings)
+    if current is None:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        info = artifact.read_info(artifact.unpack(current["model_data_url"], tmp))
+    return {int(s): t for s, t in info["skill_topics"].items()}

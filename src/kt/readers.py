@@ -1,0 +1,397 @@
+"""Streaming readers for both EdNet formats (DESIGN §3), with validation.
+
+Each reader yields ``Batch`` objects: the valid interactions of a block of
+input in one normalized Arrow table, the rejected rows with their reason, and
+the block's counts. Blocks are a few MB, so a 100M-row file never has to fit
+in memory. The reasons and their order are ``kt.schema.QUARANTINE_REASONS``;
+the first failing check names the reason.
+
+Normalized interaction columns: user_id int64, timestamp int64,
+task_container_id int64, row_id int64, content_id int32, correct int8,
+elapsed_ms int32 (nullable), had_explanation bool (nullable).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from kt import lake
+from kt.schema import KT1_COLUMNS, KT1_QUESTION_COLUMNS, QUARANTINE_SCHEMA, RIIID_COLUMNS, RIIID_QUESTION_COLUMNS
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 16 << 20  # bytes of CSV per batch
+INT_PATTERN = r"^\d{1,18}$"
+FLOAT_PATTERN = r"^\d{1,12}(\.\d*)?$"
+NO_SKILL = -2  # content known, but without tags
+UNKNOWN = -1  # content not in the questions file
+
+INTERACTION_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("timestamp", pa.int64()),
+        ("task_container_id", pa.int64()),
+        ("row_id", pa.int64()),
+        ("content_id", pa.int32()),
+        ("correct", pa.int8()),
+        ("elapsed_ms", pa.int32()),
+        ("had_explanation", pa.bool_()),
+    ]
+)
+
+
+@dataclass
+class Questions:
+    """Question metadata: a dense lookup from content id to skill, plus the rows of skills.parquet."""
+
+    content_id: np.ndarray  # (Q,) int32
+    skill_id: np.ndarray  # (Q,) int32, NO_SKILL when untagged
+    tags: list[list[int]]
+    part: np.ndarray  # (Q,) int8
+    correct_answer: np.ndarray  # (Q,) int8, 0..3
+    lookup: np.ndarray = field(init=False)  # content id -> row in the arrays above, or UNKNOWN
+
+    def __post_init__(self) -> None:
+        size = int(self.content_id.max()) + 1 if len(self.content_id) else 1
+        self.lookup = np.full(size, UNKNOWN, dtype=np.int64)
+        self.lookup[self.content_id] = np.arange(len(self.content_id))
+
+    def rows_of(self, content_id: np.ndarray) -> np.ndarray:
+        """Row index per content id, UNKNOWN for ids not in the file."""
+        inside = (content_id >= 0) & (content_id < len(self.lookup))
+        out = np.full(len(content_id), UNKNOWN, dtype=np.int64)
+        out[inside] = self.lookup[content_id[inside]]
+        return out
+
+
+@dataclass
+class Batch:
+    """One block of input: valid interactions, quarantined rows and counts."""
+
+    interactions: pa.Table
+    quarantine: pa.Table
+    rows_in: int
+    lectures: int
+
+
+def _parse_tags(text: str, sep: str) -> list[int]:
+    return [int(t) for t in text.replace(sep, " ").split() if t.strip().lstrip("-").isdigit()]
+
+
+def _read_csv_rows(uri: str) -> tuple[list[str], list[list[str]]]:
+    """A small CSV (the questions file) as header + rows."""
+    text = lake.read_bytes(uri).decode("utf-8", errors="replace")
+    rows = list(csv.reader(io.StringIO(text)))
+    return (rows[0] if rows else []), rows[1:]
+
+
+def _questions(rows: list[tuple[int, list[int], int, int]]) -> Questions:
+    return Questions(
+        content_id=np.array([r[0] for r in rows], dtype=np.int32),
+        skill_id=np.array([r[1][0] if r[1] else NO_SKILL for r in rows], dtype=np.int32),
+        tags=[r[1] for r in rows],
+        part=np.array([r[2] for r in rows], dtype=np.int8),
+        correct_answer=np.array([r[3] for r in rows], dtype=np.int8),
+    )
+
+
+def read_riiid_questions(uri: str) -> Questions:
+    """Riiid questions.csv: question_id, bundle_id, correct_answer, part, tags (space-separated)."""
+    header, rows = _read_csv_rows(uri)
+    index = {name: header.index(name) for name in RIIID_QUESTION_COLUMNS}
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append(
+                (int(row[index["question_id"]]), _parse_tags(row[index["tags"]], " "),
+                 int(row[index["part"]] or 0), int(row[index["correct_answer"]] or 0))
+            )
+        except (ValueError, IndexError):
+            log.warning("skipping unreadable question row %r", row)
+    return _questions(parsed)
+
+
+def read_kt1_questions(uri: str) -> Questions:
+    """EdNet contents/questions.csv: question_id `q123`, correct_answer a-d, tags `;`-separated."""
+    header, rows = _read_csv_rows(uri)
+    index = {name: header.index(name) for name in KT1_QUESTION_COLUMNS if name in header}
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append(
+                (int(row[index["question_id"]].lstrip("q")), _parse_tags(row[index["tags"]], ";"),
+                 int(row[index["part"]] or 0), "abcd".index(row[index["correct_answer"]].strip()))
+            )
+        except (ValueError, IndexError):
+            log.warning("skipping unreadable question row %r", row)
+    return _questions(parsed)
+
+
+def _int_or_null(column: pa.Array, pattern: str = INT_PATTERN) -> tuple[pa.Array, np.ndarray]:
+    """Parse decimal strings; return int64 values (null where invalid) and the validity mask."""
+    ok = pc.fill_null(pc.match_substring_regex(column, pattern), False)
+    values = pc.cast(pc.if_else(ok, column, pa.scalar(None, pa.string())), pa.int64())
+    return values, np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _elapsed_ms(column: pa.Array) -> pa.Array:
+    """Riiid's float milliseconds ("38000.0") as int32; empty or invalid -> null."""
+    ok = pc.fill_null(pc.match_substring_regex(column, FLOAT_PATTERN), False)
+    values = pc.cast(pc.if_else(ok, column, pa.scalar(None, pa.string())), pa.float64())
+    in_range = pc.less(values, 2**31 - 1)
+    return pc.cast(pc.round(pc.if_else(in_range, values, None)), pa.int32())
+
+
+def _raw_text(table: pa.Table, mask: np.ndarray) -> list[str]:
+    """The rejected rows as comma-joined text, undecodable bytes replaced."""
+    picked = table.filter(pa.array(mask))
+    columns = [pc.cast(c, pa.binary()).to_pylist() for c in picked.columns]
+    return [
+        ",".join((v or b"").decode("utf-8", errors="replace") for v in values) for values in zip(*columns)
+    ]
+
+
+class _Rejects:
+    """Collects quarantined rows of one block in check order."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.reasons: list[str] = []
+        self.raw: list[str] = []
+
+    def add(self, reason: str, raw: list[str]) -> None:
+        self.reasons.extend([reason] * len(raw))
+        self.raw.extend(raw)
+
+    def drain(self) -> pa.Table:
+        """The rows collected so far as a quarantine table; start afresh."""
+        n = len(self.raw)
+        table = pa.table(
+            {"source": pa.array([self.source] * n, pa.string()), "reason": pa.array(self.reasons, pa.string()),
+             "raw": pa.array(self.raw, pa.string())},
+            schema=QUARANTINE_SCHEMA,
+        )
+        self.reasons, self.raw = [], []
+        return table
+
+
+def _csv_batches(uri: str, columns: tuple[str, ...], rejects: _Rejects) -> Iterator[pa.RecordBatch]:
+    """Stream a CSV as all-string batches; rows with the wrong column count go to the quarantine."""
+
+    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+        rejects.add("wrong_column_count", [row.text])
+        return "skip"
+
+    if lake.size(uri) == 0:
+        return
+    with lake.open_read(uri) as f:
+        try:
+            reader = pacsv.open_csv(
+                f,
+                read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in columns}, check_utf8=False, include_columns=list(columns)
+                ),
+            )
+        except pa.ArrowInvalid as e:
+            if "Empty CSV file" in str(e):
+                return
+            raise ValueError(f"{uri}: cannot read the CSV header: {e}") from e
+        yield from reader
+
+
+class RowIdSet:
+    """Row ids seen so far, as a growable bitmap: ~13 MB for 100M ids."""
+
+    def __init__(self) -> None:
+        self.bits = np.zeros(1 << 20, dtype=bool)
+
+    def first_seen(self, row_ids: np.ndarray) -> np.ndarray:
+        """Mark ids as seen; True where an id appears for the first time (in order)."""
+        if len(row_ids) == 0:
+            return np.zeros(0, dtype=bool)
+        top = int(row_ids.max())
+        if top >= len(self.bits):
+            grown = np.zeros(max(top + 1, 2 * len(self.bits)), dtype=bool)
+            grown[: len(self.bits)] = self.bits
+            self.bits = grown
+        _, first_index = np.unique(row_ids, return_index=True)
+        first_in_block = np.zeros(len(row_ids), dtype=bool)
+        first_in_block[first_index] = True
+        fresh = first_in_block & ~self.bits[row_ids]
+        self.bits[row_ids] = True
+        return fresh
+
+
+def _check(table: pa.Table, rejects: _Rejects, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
+    """Quarantine rows still kept that fail a check; update keep in place."""
+    hit = keep & bad
+    if hit.any():
+        rejects.add(reason, _raw_text(table, hit))
+        keep &= ~hit
+
+
+def read_riiid(uri: str, questions: Questions, source: str = "train.csv") -> Iterator[Batch]:
+    """Validated interactions of a Riiid train.csv, block by block."""
+    seen = RowIdSet()
+    rejects = _Rejects(source)
+    for batch in _csv_batches(uri, RIIID_COLUMNS, rejects):
+        wrong_column_count = len(rejects.raw)  # rows the parser skipped while reading this block
+        table = pa.Table.from_batches([batch])
+        n = table.num_rows
+        keep = np.ones(n, dtype=bool)
+        row_id, ok = _int_or_null(table["row_id"].combine_chunks())
+        _check(table, rejects, keep, ~ok, "bad_row_id")
+        row_id_np = row_id.fill_null(0).to_numpy()
+        fresh = np.zeros(n, dtype=bool)
+        fresh[keep] = seen.first_seen(row_id_np[keep])
+        _check(table, rejects, keep, ~fresh, "duplicate_row_id")
+        user_id, ok = _int_or_null(table["user_id"].combine_chunks())
+        _check(table, rejects, keep, ~ok, "bad_user_id")
+        timestamp, ok = _int_or_null(table["timestamp"].combine_chunks())
+        _check(table, rejects, keep, ~ok, "bad_timestamp")
+        content_id, ok = _int_or_null(table["content_id"].combine_chunks(), r"^\d{1,9}$")
+        _check(table, rejects, keep, ~ok, "bad_content_id")
+        content_type = table["content_type_id"].combine_chunks()
+        is_lecture = np.asarray(pc.equal(content_type, "1").to_numpy(zero_copy_only=False), dtype=bool)
+        is_question = np.asarray(pc.equal(content_type, "0").to_numpy(zero_copy_only=False), dtype=bool)
+        _check(table, rejects, keep, ~(is_lecture | is_question), "bad_content_type_id")
+        container, ok = _int_or_null(table["task_container_id"].combine_chunks())
+        _check(table, rejects, keep, ~ok, "bad_task_container_id")
+        lectures = int((keep & is_lecture).sum())
+        keep &= ~is_lecture
+        answered = table["answered_correctly"].combine_chunks()
+        correct = np.asarray(pc.equal(answered, "1").to_numpy(zero_copy_only=False), dtype=bool)
+        wrong = np.asarray(pc.equal(answered, "0").to_numpy(zero_copy_only=False), dtype=bool)
+        _check(table, rejects, keep, ~(correct | wrong), "bad_answered_correctly")
+        content_np = content_id.fill_null(0).to_numpy()
+        rows = questions.rows_of(content_np)
+        _check(table, rejects, keep, rows == UNKNOWN, "unknown_content_id")
+        skill = np.where(rows >= 0, questions.skill_id[np.maximum(rows, 0)], NO_SKILL)
+        _check(table, rejects, keep, skill == NO_SKILL, "untagged_content")
+
+        elapsed = _elapsed_ms(table["prior_question_elapsed_time"].combine_chunks())
+        explanation = table["prior_question_had_explanation"].combine_chunks()
+        had_explanation = pc.if_else(
+            pc.equal(explanation, "True"), True, pc.if_else(pc.equal(explanation, "False"), False, None)
+        )
+        mask = pa.array(keep)
+        yield Batch(
+            interactions=pa.table(
+                {
+                    "user_id": user_id.filter(mask),
+                    "timestamp": timestamp.filter(mask),
+                    "task_container_id": container.filter(mask),
+                    "row_id": row_id.filter(mask),
+                    "content_id": pc.cast(content_id.filter(mask), pa.int32()),
+                    "correct": pa.array(correct[keep].astype(np.int8)),
+                    "elapsed_ms": elapsed.filter(mask),
+                    "had_explanation": pc.cast(had_explanation, pa.bool_()).filter(mask),
+                },
+                schema=INTERACTION_SCHEMA,
+            ),
+            quarantine=rejects.drain(),
+            rows_in=n + wrong_column_count,
+            lectures=lectures,
+        )
+    if rejects.raw:  # rows the parser skipped after the last block (or in a file with no good row)
+        leftover = len(rejects.raw)
+        yield Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), leftover, 0)
+
+
+KT1_FILE = re.compile(r"^u(\d{1,18})\.csv$")
+KT1_BATCH_ROWS = 1 << 20
+
+
+def read_kt1(kt1_dir: str, questions: Questions) -> Iterator[Batch]:
+    """Validated interactions of EdNet KT1 per-user files (``u<id>.csv``), a few files per batch.
+
+    KT1 has no row ids or lectures: row_id is the row's position in its file, and
+    the bundle (``solving_id``) stands in for Riiid's task_container_id.
+    """
+    pending: list[Batch] = []
+    pending_rows = 0
+    for uri in lake.list_files(kt1_dir):
+        name = uri.rsplit("/", 1)[-1]
+        if not name.endswith(".csv"):
+            continue
+        batch = _read_kt1_file(uri, f"KT1/{name}", questions)
+        pending.append(batch)
+        pending_rows += batch.rows_in
+        if pending_rows >= KT1_BATCH_ROWS:
+            yield _concat(pending)
+            pending, pending_rows = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    return Batch(
+        interactions=pa.concat_tables([b.interactions for b in batches]),
+        quarantine=pa.concat_tables([b.quarantine for b in batches]),
+        rows_in=sum(b.rows_in for b in batches),
+        lectures=sum(b.lectures for b in batches),
+    )
+
+
+def _read_kt1_file(uri: str, source: str, questions: Questions) -> Batch:
+    rejects = _Rejects(source)
+    match = KT1_FILE.match(source.rsplit("/", 1)[-1])
+    tables = [pa.Table.from_batches([b]) for b in _csv_batches(uri, KT1_COLUMNS, rejects)]
+    wrong_column_count = len(rejects.raw)
+    if not tables:
+        return Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), wrong_column_count, 0)
+    table = pa.concat_tables(tables)
+    n = table.num_rows
+    keep = np.ones(n, dtype=bool)
+    _check(table, rejects, keep, np.full(n, match is None), "bad_user_id")
+    timestamp, ok = _int_or_null(table["timestamp"].combine_chunks())
+    _check(table, rejects, keep, ~ok, "bad_timestamp")
+    content_id, ok = _int_or_null(pc.utf8_replace_slice(table["question_id"].combine_chunks(), 0, 1, ""), r"^\d{1,9}$")
+    starts_with_q = np.asarray(pc.starts_with(table["question_id"].combine_chunks(), "q").to_numpy(zero_copy_only=False))
+    _check(table, rejects, keep, ~(ok & starts_with_q), "bad_content_id")
+    container, ok = _int_or_null(table["solving_id"].combine_chunks())
+    _check(table, rejects, keep, ~ok, "bad_task_container_id")
+    answer = table["user_answer"].combine_chunks()
+    choice = np.full(n, -1, dtype=np.int8)
+    for index, letter in enumerate("abcd"):
+        choice[np.asarray(pc.equal(answer, letter).to_numpy(zero_copy_only=False), dtype=bool)] = index
+    _check(table, rejects, keep, choice < 0, "bad_user_answer")
+    rows = questions.rows_of(content_id.fill_null(0).to_numpy())
+    _check(table, rejects, keep, rows == UNKNOWN, "unknown_content_id")
+    safe_rows = np.maximum(rows, 0)
+    _check(table, rejects, keep, (rows >= 0) & (questions.skill_id[safe_rows] == NO_SKILL), "untagged_content")
+    mask = pa.array(keep)
+    correct = (choice == questions.correct_answer[safe_rows]).astype(np.int8)
+    user_id = int(match.group(1)) if match else 0
+    elapsed, _ = _int_or_null(table["elapsed_time"].combine_chunks())
+    kept = int(keep.sum())
+    return Batch(
+        interactions=pa.table(
+            {
+                "user_id": pa.array(np.full(kept, user_id, dtype=np.int64)),
+                "timestamp": timestamp.filter(mask),
+                "task_container_id": container.filter(mask),
+                "row_id": pa.array(np.flatnonzero(keep).astype(np.int64)),
+                "content_id": pc.cast(content_id.filter(mask), pa.int32()),
+                "correct": pa.array(correct[keep]),
+                "elapsed_ms": pc.cast(pc.if_else(pc.less(elapsed, 2**31 - 1), elapsed, None), pa.int32()).filter(mask),
+                "had_explanation": pa.nulls(kept, pa.bool_()),
+            },
+            schema=INTERACTION_SCHEMA,
+        ),
+        quarantine=rejects.drain(),
+        rows_in=n + wrong_column_count,
+        lectures=0,
+    )

@@ -1,0 +1,140 @@
+"""The nightly mastery refresh (DESIGN §7-8): active tutor users -> JSON Lines -> transform -> kt-mastery.
+
+    kt refresh --lake .kt/lake [--run-date 2026-11-25]
+
+Steps, each rerunnable on its own:
+1. ``sync_history``: locally the lake's answer events are the source of
+   truth; they are (re)loaded into kt-history (same key, same item).
+2. ``build_inputs``: users with answers since the watermark (the ``by_day``
+   index), each with their full history, to ``inference/batch/<run-date>/input/``.
+3. the batch transform (SageMaker, or ``kt.local_sagemaker``) writes ``.out`` files.
+4. ``load_outputs``: conditional writes into kt-mastery, then the watermark moves.
+A crash anywhere leaves the watermark where it was, so the next run redoes the
+work; the conditional writes make the redo change nothing that was already right.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from kt import dynamo, lake
+
+log = logging.getLogger(__name__)
+
+USERS_PER_FILE = 1000
+FIRST_RUN_LOOKBACK_DAYS = 30
+
+
+def watermark_uri(lake_root: str) -> str:
+    return lake.join(lake_root, "inference", "batch", "_watermark.json")
+
+
+def read_watermark(lake_root: str) -> str | None:
+    """The last day whose answers are in kt-mastery (ISO date), or None before the first run."""
+    uri = watermark_uri(lake_root)
+    return json.loads(lake.read_text(uri))["last_day"] if lake.exists(uri) else None
+
+
+def days_to_refresh(last_day: str | None, run_date: str) -> list[str]:
+    """Days after the watermark up to and including the run date."""
+    end = date.fromisoformat(run_date)
+    start = date.fromisoformat(last_day) + timedelta(days=1) if last_day else end - timedelta(days=FIRST_RUN_LOOKBACK_DAYS)
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+
+
+def read_answer_events(lake_root: str) -> list[dict]:
+    """Every tutor answer in the lake (events/answers/day=*/ *.jsonl)."""
+    answers = []
+    for uri in lake.list_files(lake.join(lake_root, "events", "answers")):
+        if uri.endswith(".jsonl"):
+            answers.extend(json.loads(line) for line in lake.read_text(uri).splitlines() if line.strip())
+    return answers
+
+
+def sync_history(client: Any, table: str, lake_root: str) -> int:
+    """Load the lake's answer events into kt-history (idempotent)."""
+    return dynamo.put_history(client, table, read_answer_events(lake_root))
+
+
+def answered_at(item: dict) -> str:
+    return item["ts"].split("#", 1)[0]
+
+
+def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str, days: list[str],
+                 known_skills: set[int] | None = None) -> dict:
+    """Write one JSON line per active user with their whole history; return counts."""
+    users: set[str] = set()
+    for day in days:
+        users |= dynamo.users_active_on(client, history_table, day)
+    input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
+    lake.delete(input_prefix)
+    dropped = 0
+    lines = []
+    for user_id in sorted(users):
+        history = dynamo.user_history(client, history_table, user_id)
+        sequence = [{"skill_id": int(h["skill_id"]), "correct": int(h["correct"])} for h in history]
+        if known_skills is not None:
+            kept = [a for a in sequence if a["skill_id"] in known_skills]
+            dropped += len(sequence) - len(kept)
+            sequence = kept
+        lines.append(json.dumps({"user_id": user_id, "as_of": answered_at(history[-1]), "user_sequence": sequence}))
+    for start in range(0, len(lines), USERS_PER_FILE):
+        body = "".join(line + "\n" for line in lines[start : start + USERS_PER_FILE])
+        lake.write_text(lake.join(input_prefix, f"part-{start // USERS_PER_FILE:05d}.jsonl"), body)
+    if dropped:
+        log.warning("dropped %d answers on skills the model does not know", dropped)
+    return {"users": len(lines), "days": days, "dropped_unknown_skill_answers": dropped}
+
+
+@dataclass
+class LoadResult:
+    users: int
+    written: int
+    skipped_stale: int
+    errors: int
+
+
+def mastery_item(line: dict, updated_at: str, n_interactions: int) -> dict:
+    """A transform output line as a kt-mastery item (DESIGN §7)."""
+    return {
+        "user_id": line["user_id"],
+        "mastery": line["mastery"],
+        "topic_mastery": line["topic_mastery"],
+        "next_skill_recommendation": line["next_skill_recommendation"],
+        "predicted_accuracy": line["predicted_accuracy"],
+        "model_version": line["model_version"],
+        "source": "dkt",
+        "as_of": line["as_of"],
+        "updated_at": updated_at,
+        "n_interactions": n_interactions,
+    }
+
+
+def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str, last_day: str) -> LoadResult:
+    """Conditional writes of the transform outputs; the watermark moves only after all of them."""
+    input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
+    output_prefix = lake.join(lake_root, "inference", "batch", run_date, "output")
+    lengths = {}
+    for uri in lake.list_files(input_prefix):
+        for line in lake.read_text(uri).splitlines():
+            record = json.loads(line)
+            lengths[record["user_id"]] = len(record["user_sequence"])
+    updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    items, errors = [], 0
+    for uri in lake.list_files(output_prefix):
+        for line in lake.read_text(uri).splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if "error" in record:
+                errors += 1
+                log.error("transform rejected a line: %s (%s)", record["error"], record.get("field"))
+                continue
+            items.append(mastery_item(record, updated_at, lengths.get(record["user_id"], 0)))
+    result = dynamo.write_mastery(client, mastery_table, items)
+    lake.write_text(watermark_uri(lake_root), json.dumps({"last_day": last_day, "run_date": run_date}))
+    return LoadResult(users=len(items), written=result.written, skipped_stale=result.skipped_stale, errors=errors)

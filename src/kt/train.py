@@ -1,0 +1,352 @@
+"""DKT training entry point, following the SageMaker training container contract.
+
+    python -m kt.train                      # in the container: everything from SM_* and /opt/ml
+    kt train --train .kt/lake/processed/ednet --model-dir /tmp/model --epochs=5
+
+Hyperparameters come from ``/opt/ml/input/config/hyperparameters.json`` (all
+strings, as SageMaker writes them) and/or ``--key=value`` arguments, through
+one parser that converts types and rejects unknown keys. Data is the
+processed prefix (``SM_CHANNEL_TRAINING``); the model directory
+(``SM_MODEL_DIR``) receives model.pth, model.json and code/. Every
+``checkpoint_every`` steps, and on SIGTERM (a spot interruption), the whole
+training state goes to ``/opt/ml/checkpoints``; a restart resumes there and
+ends with the same weights as an uninterrupted run. Metric lines such as
+``valid_auc=0.7712;`` are printed for the job's MetricDefinitions; a failure
+reason goes to ``/opt/ml/output/failure``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+from kt import artifact, lake
+from kt.config import TrainingPaths, training_paths
+from kt.data import BatchDataset, SkillVocab, bucketed_batches, make_windows, read_sequences, read_skills
+from kt.evaluate import base_rates, metrics, predict_windows
+from kt.model import DKT, DKTConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM
+# Regexes for the training job's MetricDefinitions (kt.aws_requests uses them).
+METRIC_REGEXES = {
+    "train_loss": r"train_loss=([0-9.]+);",
+    "valid_auc": r"valid_auc=([0-9.]+);",
+    "interactions_per_s": r"interactions_per_s=([0-9.]+);",
+}
+
+
+@dataclass
+class Hyperparameters:
+    # model
+    hidden: int = 128
+    layers: int = 2
+    max_seq_len: int = 200
+    dropout: float = 0.2
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without a better valid AUC before stopping
+    seed: int = 1024
+    # I/O
+    checkpoint_every: int = 200  # steps
+    num_workers: int = 0  # DataLoader workers padding batches beside training
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+    def model_config(self, num_skills: int) -> DKTConfig:
+        return DKTConfig(num_skills=num_skills, hidden=self.hidden, layers=self.layers,
+                         max_seq_len=self.max_seq_len, dropout=self.dropout)
+
+
+def _convert(kind: str, raw: object) -> int | float:
+    number = float(str(raw).strip())
+    if kind == "float":
+        return number
+    if not number.is_integer():
+        raise ValueError("not a whole number")
+    return int(number)
+
+
+def parse_hyperparameters(values: dict[str, object], base: Hyperparameters | None = None) -> Hyperparameters:
+    """Convert string values to each field's type; unknown keys raise (SageMaker's own keys are ignored)."""
+    hp = copy.copy(base) if base else Hyperparameters()
+    types = {f.name: f.type for f in fields(Hyperparameters)}
+    for key, raw in values.items():
+        if key.startswith("sagemaker_"):
+            continue  # sagemaker_program, sagemaker_submit_directory, ... belong to the container
+        name = key.replace("-", "_")
+        if name not in types:
+            raise ValueError(f"Unknown hyperparameter: {key} (known: {', '.join(sorted(types))})")
+        try:
+            value = _convert(types[name], raw)
+        except ValueError as e:
+            raise ValueError(f"hyperparameter {key}: expected {types[name]}, got {raw!r}") from e
+        setattr(hp, name, value)
+    return hp
+
+
+def read_hyperparameters(path: str, argv: list[str]) -> Hyperparameters:
+    """hyperparameters.json if present, then --key=value arguments on top."""
+    values: dict[str, object] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            values.update(json.load(f))
+    pairs: dict[str, object] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ValueError(f"expected --key=value, got {arg!r}")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        else:
+            if i + 1 >= len(argv):
+                raise ValueError(f"{arg} needs a value")
+            key, value = arg[2:], argv[i + 1]
+            i += 1
+        pairs[key] = value
+        i += 1
+    values.update(pairs)
+    return parse_hyperparameters(values)
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived (spot interruption): the state was checkpointed."""
+
+
+class Trainer:
+    """Training state and the loop; every field needed to resume sits in ``state_dict``."""
+
+    def __init__(self, hp: Hyperparameters, paths: TrainingPaths):
+        self.hp = hp
+        self.paths = paths
+        self.stop_requested = False
+        processed = paths.train_channel
+        skills = read_skills(processed)
+        self.vocab = SkillVocab(skills["skill_id"].to_pylist())
+        self.skill_topics = {int(s): t for s, t in zip(skills["skill_id"].to_pylist(), skills["topic"].to_pylist())}
+        self.train_sequences = read_sequences(processed, "train")
+        self.train_windows = make_windows(self.train_sequences, self.vocab, hp.max_seq_len)
+        self.valid_windows = make_windows(read_sequences(processed, "valid"), self.vocab, hp.max_seq_len)
+        if not self.train_windows or not self.valid_windows:
+            raise ValueError(f"{processed}: the train and valid splits need sequences of two or more answers")
+        manifest_uri = lake.join(processed, "_manifest.json")
+        self.manifest_sha256 = lake.sha256(manifest_uri) if lake.exists(manifest_uri) else None
+        torch.manual_seed(hp.seed)
+        random.seed(hp.seed)
+        np.random.seed(hp.seed)
+        self.model = DKT(hp.model_config(len(self.vocab)))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_auc = -1.0
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+
+    # --- checkpoints -------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> str:
+        return os.path.join(self.paths.checkpoint_dir, CHECKPOINT_FILE)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "hyperparameters": asdict(self.hp),
+            "model_args": self.model.config.to_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_auc": self.best_auc,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def save_checkpoint(self) -> None:
+        os.makedirs(self.paths.checkpoint_dir, exist_ok=True)
+        tmp = self.checkpoint_path + ".tmp"
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, self.checkpoint_path)  # a kill mid-save leaves the previous checkpoint whole
+        log.info("checkpoint saved at epoch %d step %d", self.epoch, self.step_in_epoch)
+
+    def resume(self) -> bool:
+        """Load the checkpoint if there is one (spot restart); True when resumed."""
+        if not os.path.exists(self.checkpoint_path):
+            return False
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        if state["model_args"] != self.model.config.to_dict():
+            raise ValueError(f"checkpoint {self.checkpoint_path} is for another model: {state['model_args']}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for key in ("epoch", "step_in_epoch", "global_step", "best_auc", "best_state", "bad_epochs", "history"):
+            setattr(self, key, state[key])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        log.info("resumed from %s at epoch %d step %d", self.checkpoint_path, self.epoch, self.step_in_epoch)
+        return True
+
+    # --- loop ----------------------------------------------------------------
+    def run(self) -> dict:
+        hp = self.hp
+        while self.epoch < hp.epochs and self.bad_epochs < hp.patience:
+            started = time.monotonic()
+            batches = bucketed_batches(self.train_windows, hp.batch_size, hp.seed, self.epoch)
+            remaining = BatchDataset(self.train_windows, batches[self.step_in_epoch :])
+            # Its own generator: a loader drawing from the global RNG would shift dropout on resume.
+            loader = torch.utils.data.DataLoader(
+                remaining, batch_size=None, shuffle=False, num_workers=hp.num_workers,
+                generator=torch.Generator().manual_seed(hp.seed + self.epoch),
+            )
+            self.model.train()
+            loss_sum, answers = 0.0, 0
+            for batch in loader:
+                _, loss = self.model(batch["tokens"], batch["targets"], batch["mask"])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip)
+                self.optimizer.step()
+                n = int(batch["mask"].sum())
+                loss_sum += loss.item() * n
+                answers += n
+                self.step_in_epoch += 1
+                self.global_step += 1
+                if self.stop_requested:
+                    self.save_checkpoint()
+                    raise Interrupted(f"checkpointed at epoch {self.epoch} step {self.step_in_epoch}")
+                if self.global_step % hp.checkpoint_every == 0:
+                    self.save_checkpoint()
+            seconds = time.monotonic() - started
+            valid = metrics(*predict_windows(self.model, self.valid_windows))
+            record = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(1, answers), "valid": valid,
+                      "interactions_per_s": answers / max(seconds, 1e-9), "seconds": seconds}
+            self.history.append(record)
+            print(
+                f"epoch={self.epoch + 1}; train_loss={record['train_loss']:.5f}; valid_auc={valid['auc']:.5f}; "
+                f"valid_ece={valid['ece']:.5f}; interactions_per_s={record['interactions_per_s']:.0f};",
+                flush=True,
+            )
+            if valid["auc"] > self.best_auc + 1e-4:
+                self.best_auc = valid["auc"]
+                self.best_state = copy.deepcopy(self.model.state_dict())
+                self.bad_epochs = 0
+            else:
+                self.bad_epochs += 1
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.save_checkpoint()
+        self.model.load_state_dict(self.best_state)
+        return {"valid": metrics(*predict_windows(self.model, self.valid_windows)), "epochs": self.epoch,
+                "history": self.history}
+
+    # --- artifact --------------------------------------------------------------
+    def model_info(self, result: dict) -> dict:
+        """model.json: what serving, evaluation and drift checks need to know."""
+        train_skills = np.concatenate([np.asarray(s) for s in self.train_sequences["skill_id"].to_pylist()])
+        train_correct = np.concatenate([np.asarray(c) for c in self.train_sequences["correct"].to_pylist()])
+        skill_mix = np.bincount(self.vocab.indices(train_skills), minlength=len(self.vocab)) / len(train_skills)
+        _, valid_pred = predict_windows(self.model, self.valid_windows)
+        return {
+            "model_version": self.paths.job_name,
+            "config": self.model.config.to_dict(),
+            "skill_ids": self.vocab.skill_ids,
+            "skill_topics": {str(s): self.skill_topics.get(s, "other") for s in self.vocab.skill_ids},
+            "base_rates": base_rates(self.train_sequences, self.vocab).round(6).tolist(),
+            "hyperparameters": asdict(self.hp),
+            "training_manifest_sha256": self.manifest_sha256,
+            "metrics": {"valid": result["valid"], "epochs": result["epochs"], "history": result["history"]},
+            "reference": {  # what drift checks compare new data with
+                "skill_mix": skill_mix.round(6).tolist(),
+                "correct_rate": float(train_correct.mean()),
+                "prediction_histogram": np.histogram(valid_pred, bins=10, range=(0, 1))[0].tolist(),
+            },
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def train(hp: Hyperparameters, paths: TrainingPaths) -> dict:
+    """Train (resuming when a checkpoint exists) and write the model directory; return model.json."""
+    if hp.threads:
+        torch.set_num_threads(hp.threads)
+    trainer = Trainer(hp, paths)
+
+    def on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        trainer.resume()
+        result = trainer.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    info = trainer.model_info(result)
+    artifact.write_model_dir(paths.model_dir, trainer.model.state_dict(), info)
+    return info
+
+
+def write_failure(paths: TrainingPaths, message: str) -> None:
+    """SageMaker shows the content of /opt/ml/output/failure as the job's FailureReason."""
+    try:
+        os.makedirs(paths.output_dir, exist_ok=True)
+        with open(os.path.join(paths.output_dir, "failure"), "w") as f:
+            f.write(message[:1024])
+    except OSError:
+        log.exception("cannot write the failure file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kt train",
+        description="Train DKT (SageMaker training contract). Unknown --key=value pairs are hyperparameters: "
+        + ", ".join(f.name for f in fields(Hyperparameters)),
+    )
+    parser.add_argument("--train", help="processed data directory (default: SM_CHANNEL_TRAINING)")
+    parser.add_argument("--model-dir", help="where the model goes (default: SM_MODEL_DIR)")
+    parser.add_argument("--checkpoint-dir", help="checkpoints (default: /opt/ml/checkpoints)")
+    parser.add_argument("--output-dir", help="failure file (default: /opt/ml/output)")
+    parser.add_argument("--hyperparameters", help="hyperparameters.json (default: /opt/ml/input/config/...)")
+    parser.add_argument("--job-name", help="model version to record (default: TRAINING_JOB_NAME)")
+    args, rest = parser.parse_known_args(argv)
+    paths = training_paths(
+        train_channel=args.train, model_dir=args.model_dir, checkpoint_dir=args.checkpoint_dir,
+        output_dir=args.output_dir, hyperparameters_file=args.hyperparameters, job_name=args.job_name,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        hp = read_hyperparameters(paths.hyperparameters_file, rest)
+        info = train(hp, paths)
+    except Interrupted as e:
+        print(f"interrupted: {e}", flush=True)
+        return INTERRUPTED_EXIT_CODE
+    except Exception as e:  # noqa: BLE001 - report any failure to SageMaker, then fail
+        write_failure(paths, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        log.exception("training failed")
+        return 1
+    print(f"final valid_auc={info['metrics']['valid']['auc']:.5f}; model_dir={paths.model_dir}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Shared fixtures: a small simulated lake, its ETL output and a tiny trained model (built once per run)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(REPO, "..", "shared", "data", "real")
+sys.path.insert(0, os.path.join(REPO, "src"))  # the tests run against the working tree
+
+
+@pytest.fixture(scope="session")
+def sample_lake(tmp_path_factory) -> str:
+    """300 simulated students in Riiid format, through the reference ETL."""
+    from kt import etl, sample
+
+    root = str(tmp_path_factory.mktemp("lake"))
+    sample.generate(root, users=300, skills=16, seed=3, tutor_users=12, tutor_days=3)
+    etl.run_etl(f"{root}/raw/ednet", f"{root}/processed/ednet", progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(sample_lake, tmp_path_factory) -> str:
+    """A DKT trained for one epoch on the sample lake: model.pth, model.json and code/."""
+    from kt.config import TrainingPaths
+    from kt.train import Hyperparameters, train
+
+    base = tmp_path_factory.mktemp("tiny-model")
+    paths = TrainingPaths(
+        train_channel=f"{sample_lake}/processed/ednet", model_dir=str(base / "model"),
+        checkpoint_dir=str(base / "checkpoints"), output_dir=str(base / "output"), job_name="tiny-model",
+    )
+    train(Hyperparameters(hidden=16, layers=2, epochs=1, batch_size=16, max_seq_len=50), paths)
+    return paths.model_dir

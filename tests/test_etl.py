@@ -1,0 +1,110 @@
+"""The reference ETL: accounting, schema, order, splits, quarantine, idempotence."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from kt import etl, lake
+from kt.data import read_sequences, read_skills
+from kt.schema import RIIID_COLUMNS, SEQUENCES_SCHEMA, SKILLS_SCHEMA, split_of
+
+
+def test_manifest_accounts_for_every_row(sample_lake):
+    manifest = json.loads(lake.read_text(f"{sample_lake}/processed/ednet/_manifest.json"))
+    assert manifest["rows_in"] == manifest["rows_out"] + manifest["lectures"] + manifest["quarantined"]
+    assert manifest["lectures"] > 0
+    assert set(manifest["quarantined_by_reason"]) == {
+        "duplicate_row_id", "bad_user_id", "bad_timestamp", "bad_content_id", "bad_answered_correctly", "unknown_content_id"
+    }
+    assert sum(manifest["rows_by_split"].values()) == manifest["rows_out"]
+    assert all(i["sha256"] and i["bytes"] > 0 for i in manifest["inputs"])
+    quarantine = pq.read_table(f"{sample_lake}/processed/ednet/_quarantine")
+    assert quarantine.num_rows == manifest["quarantined"]
+
+
+def test_schemas_are_the_contract(sample_lake):
+    sequences = read_sequences(f"{sample_lake}/processed/ednet")
+    assert sequences.schema.equals(SEQUENCES_SCHEMA)
+    assert read_skills(f"{sample_lake}/processed/ednet").schema.equals(SKILLS_SCHEMA)
+    for file in lake.list_files(f"{sample_lake}/processed/ednet/sequences.parquet"):
+        assert pq.read_schema(file).equals(SEQUENCES_SCHEMA)
+
+
+def test_split_is_a_function_of_user_id(sample_lake):
+    sequences = read_sequences(f"{sample_lake}/processed/ednet")
+    for user_id, split in zip(sequences["user_id"].to_pylist(), sequences["split"].to_pylist()):
+        assert split == split_of(user_id)
+    assert {"train", "valid", "test"} == set(sequences["split"].to_pylist())
+
+
+def test_split_is_crc32_mod_10():
+    import zlib
+
+    assert zlib.crc32(b"12345") == 3421846044  # the standard CRC-32, as Spark's crc32() computes it
+    assert split_of(12345) == "train"  # 3421846044 % 10 == 4
+    counts = {s: 0 for s in ("train", "valid", "test")}
+    for u in range(10_000):
+        counts[split_of(u)] += 1
+    assert 7_700 < counts["train"] < 8_300 and 800 < counts["valid"] < 1_200
+
+
+def _write_raw(tmp_path, rows: list[str]) -> str:
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/questions.csv", "question_id,bundle_id,correct_answer,part,tags\n1,1,0,1,5\n2,2,0,1,6\n")
+    lake.write_text(f"{raw}/train.csv", ",".join(RIIID_COLUMNS) + "\n" + "".join(r + "\n" for r in rows))
+    return raw
+
+
+def test_order_is_timestamp_then_container_then_row_id(tmp_path):
+    raw = _write_raw(tmp_path, [
+        "7,200,1,2,0,5,0,1,,",   # later
+        "9,100,1,1,0,4,0,0,,",   # tie on timestamp, container 4 -> second
+        "8,100,1,2,0,3,0,1,,",   # tie, container 3 -> first
+        "5,100,1,1,0,4,0,1,,",   # tie on timestamp and container, row_id 5 < 9
+        "6,50,2,1,0,0,0,1,,",    # another user
+    ])
+    etl.run_etl(raw, str(tmp_path / "processed"), progress=False)
+    sequences = read_sequences(str(tmp_path / "processed")).to_pylist()
+    user1 = next(s for s in sequences if s["user_id"] == 1)
+    assert user1["timestamp"] == [100, 100, 100, 200]
+    assert user1["content_id"] == [2, 1, 1, 2]
+    assert user1["correct"] == [1, 1, 0, 1]
+    assert user1["skill_id"] == [6, 5, 5, 6]
+    assert user1["n"] == 4
+
+
+def test_buckets_do_not_change_the_result(sample_lake, tmp_path):
+    out = str(tmp_path / "processed")
+    etl.run_etl(f"{sample_lake}/raw/ednet", out, buckets=4, progress=False)
+    one = read_sequences(f"{sample_lake}/processed/ednet")
+    four = read_sequences(out)
+    assert one.equals(four)
+
+
+def test_rerun_gives_the_same_output(sample_lake, tmp_path):
+    out = str(tmp_path / "processed")
+    first = etl.run_etl(f"{sample_lake}/raw/ednet", out, progress=False)
+    second = etl.run_etl(f"{sample_lake}/raw/ednet", out, progress=False)
+    drop = ("duration_s", "created_at")
+    assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in second.items() if k not in drop}
+    assert len(lake.list_files(f"{out}/sequences.parquet")) == len(lake.list_files(f"{sample_lake}/processed/ednet/sequences.parquet"))
+
+
+def test_kt1_sample_through_the_etl(tmp_path):
+    from kt import sample
+
+    root = str(tmp_path)
+    sample.generate(root, users=40, skills=8, fmt="kt1", seed=5, tutor_users=0)
+    manifest = etl.run_etl(f"{root}/raw/ednet", f"{root}/processed/ednet", progress=False)
+    assert manifest["format"] == "kt1"
+    assert manifest["users"] == 40
+    assert manifest["rows_in"] == manifest["rows_out"] + manifest["quarantined"]
+    assert manifest["quarantined_by_reason"] == {"bad_timestamp": 3, "bad_user_answer": 3}
+
+
+def test_missing_questions_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="questions"):
+        etl.run_etl(str(tmp_path / "nothing"), str(tmp_path / "out"), fmt="riiid")

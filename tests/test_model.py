@@ -1,0 +1,68 @@
+"""DKT shapes, the token encoding and the masking of padded positions."""
+
+import torch
+
+from kt.data import SkillVocab, Window, bucketed_batches, collate
+from kt.model import DKT, DKTConfig, encode
+
+import numpy as np
+
+
+def _model(num_skills=7, **kw) -> DKT:
+    torch.manual_seed(0)
+    return DKT(DKTConfig(num_skills=num_skills, hidden=8, layers=2, dropout=0.0, **kw))
+
+
+def test_shapes_and_probabilities():
+    model = _model()
+    tokens = torch.randint(0, 14, (3, 5))
+    targets = torch.stack([torch.randint(0, 7, (3, 5)), torch.randint(0, 2, (3, 5))], dim=-1)
+    probs, loss = model(tokens, targets, torch.ones(3, 5, dtype=torch.bool))
+    assert probs.shape == (3, 5, 7)
+    assert ((probs > 0) & (probs < 1)).all()
+    assert loss.ndim == 0 and loss > 0
+    assert model(tokens)[1] is None
+
+
+def test_encode_is_skill_times_two_plus_correct():
+    assert encode(torch.tensor([0, 0, 3, 3]), torch.tensor([0, 1, 0, 1])).tolist() == [0, 1, 6, 7]
+
+
+def test_padding_does_not_change_the_loss():
+    model = _model()
+    short = Window(0, 0, np.array([1, 2, 3]), np.array([1, 0, 1]))
+    long = Window(1, 0, np.array([4, 5, 6, 1, 2, 3]), np.array([0, 0, 1, 1, 1, 0]))
+    alone = collate([short])
+    padded = collate([short, long])
+    assert padded["tokens"].shape == (2, 5) and padded["mask"][0].tolist() == [True, True, False, False, False]
+    _, loss_alone = model(alone["tokens"], alone["targets"], alone["mask"])
+    # the loss of the padded batch is the mean over real targets only: recompute it by hand
+    probs, loss_both = model(padded["tokens"], padded["targets"], padded["mask"])
+    picked = probs.gather(-1, padded["targets"][..., :1]).squeeze(-1)[padded["mask"]]
+    y = padded["targets"][..., 1][padded["mask"]].float()
+    manual = torch.nn.functional.binary_cross_entropy(picked, y)
+    assert torch.allclose(loss_both, manual, atol=1e-6)
+    # and the short row's predictions do not depend on what pads it
+    assert torch.allclose(model(alone["tokens"])[0][0], probs[0, :2], atol=1e-6)
+    padded["tokens"][0, 2:] = 13  # garbage in the padding
+    probs2, loss2 = model(padded["tokens"], padded["targets"], padded["mask"])
+    assert torch.allclose(loss2, loss_both)
+
+
+def test_targets_are_the_next_answer():
+    batch = collate([Window(0, 0, np.array([2, 5, 1]), np.array([1, 0, 1]))])
+    assert batch["tokens"][0].tolist() == [5, 10]  # (2,1) -> 5, (5,0) -> 10
+    assert batch["targets"][0].tolist() == [[5, 0], [1, 1]]
+
+
+def test_batches_group_similar_lengths_and_are_reproducible():
+    windows = [Window(i, 0, np.zeros(n, int), np.zeros(n, int)) for i, n in enumerate([2, 50, 3, 49, 2, 51])]
+    batches = bucketed_batches(windows, 2, seed=1, epoch=0)
+    assert sorted(sorted(len(windows[i].skills) for i in b) for b in batches) == [[2, 2], [3, 49], [50, 51]]
+    assert batches == bucketed_batches(windows, 2, seed=1, epoch=0)
+
+
+def test_vocab_maps_ids_to_dense_indices():
+    vocab = SkillVocab([40, 7, 7, 12])
+    assert vocab.skill_ids == [7, 12, 40]
+    assert vocab.indices(np.array([12, 40, 99, 7])).tolist() == [1, 2, -1, 0]

@@ -1,0 +1,100 @@
+"""The training entry point: hyperparameter parsing, metric lines, failure file, spot-interruption resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kt.train import METRIC_REGEXES, Hyperparameters, parse_hyperparameters, read_hyperparameters
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_hyperparameters_arrive_as_strings():
+    hp = parse_hyperparameters({"epochs": "3", "lr": "0.01", "hidden": "64.0", "sagemaker_program": "x.py"})
+    assert (hp.epochs, hp.lr, hp.hidden) == (3, 0.01, 64)
+    assert isinstance(hp.epochs, int) and isinstance(hp.lr, float)
+
+
+def test_unknown_and_malformed_hyperparameters_are_rejected():
+    with pytest.raises(ValueError, match="Unknown hyperparameter: epoch"):
+        parse_hyperparameters({"epoch": "3"})
+    with pytest.raises(ValueError, match="hyperparameter epochs: expected int"):
+        parse_hyperparameters({"epochs": "2.5"})
+    with pytest.raises(ValueError, match="hyperparameter lr"):
+        parse_hyperparameters({"lr": "fast"})
+
+
+def test_cli_arguments_override_the_json_file(tmp_path):
+    path = tmp_path / "hyperparameters.json"
+    path.write_text(json.dumps({"epochs": "4", "batch_size": "8"}))
+    hp = read_hyperparameters(str(path), ["--epochs=2", "--lr", "0.1"])
+    assert (hp.epochs, hp.batch_size, hp.lr) == (2, 8, 0.1)
+    assert read_hyperparameters(str(tmp_path / "missing.json"), []) == Hyperparameters()
+
+
+def test_metric_regexes_capture_the_printed_lines():
+    line = "epoch=2; train_loss=0.61234; valid_auc=0.77120; valid_ece=0.01000; interactions_per_s=45012;"
+    captured = {name: re.findall(regex, line) for name, regex in METRIC_REGEXES.items()}
+    assert captured == {"train_loss": ["0.61234"], "valid_auc": ["0.77120"], "interactions_per_s": ["45012"]}
+
+
+def _train_cmd(lake: str, root: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "kt.train", "--train", f"{lake}/processed/ednet", "--model-dir", f"{root}/model",
+            "--checkpoint-dir", f"{root}/checkpoints", "--output-dir", f"{root}/output", "--job-name", "t",
+            "--hidden=16", "--epochs=2", "--batch_size=4", "--max_seq_len=40", "--checkpoint_every=1000",
+            "--patience=5", *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
+
+
+def test_failure_reason_is_written(tmp_path):
+    result = subprocess.run(_train_cmd(str(tmp_path / "no-lake"), str(tmp_path)), env=_env(), capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "no parquet dataset" in (tmp_path / "output" / "failure").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(sample_lake, tmp_path):
+    """A spot interruption: SIGTERM during epoch 1, a restart, and bitwise the weights of an uninterrupted run."""
+    clean = tmp_path / "clean"
+    subprocess.run(_train_cmd(sample_lake, str(clean)), env=_env(), check=True, capture_output=True)
+
+    spot = tmp_path / "spot"
+    process = subprocess.Popen(_train_cmd(sample_lake, str(spot), "--checkpoint_every=5"), env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:  # wait for the first periodic checkpoint, then interrupt
+        if "checkpoint saved at epoch 0 step 5" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    output = process.stdout.read()
+    assert process.wait() == 143, output
+    interrupted_at = torch.load(spot / "checkpoints" / "checkpoint.pt", weights_only=False)
+    assert interrupted_at["epoch"] == 0 and interrupted_at["step_in_epoch"] >= 5  # mid-epoch
+    assert not (spot / "model" / "model.pth").exists()
+
+    resumed = subprocess.run(_train_cmd(sample_lake, str(spot), "--checkpoint_every=5"), env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stderr + resumed.stdout
+    a = torch.load(clean / "model" / "model.pth", weights_only=True)
+    b = torch.load(spot / "model" / "model.pth", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_directory_is_the_artifact_contract(tiny_model_dir):
+    info = json.load(open(os.path.join(tiny_model_dir, "model.json")))
+    for key in ("config", "skill_ids", "skill_topics", "base_rates", "training_manifest_sha256", "metrics", "reference",
+                "hyperparameters", "model_version"):
+        assert key in info
+    assert info["config"]["num_skills"] == len(info["skill_ids"]) == len(info["base_rates"])
+    assert sorted(os.listdir(os.path.join(tiny_model_dir, "code"))) == ["inference.py", "kt", "requirements.txt"]
