@@ -130,6 +130,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(_settings(args), users=args.users, skills=args.skills, seed=args.seed, epochs=args.epochs)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from kt import api
+
+    return api.main(_settings(args), host=args.host, port=args.port)
+
+
+def cmd_endpoint_serve(args: argparse.Namespace) -> int:
+    from kt import serve
+
+    return serve.main(model=args.model, host=args.host, port=args.port, workers=args.workers)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from kt import ingest
+
+    return ingest.main(_settings(args), source=args.source, fmt=args.format)
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from kt import drift
+
+    return drift.main(_settings(args), run_date=args.run_date or date.today().isoformat())
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from kt import package
+
+    return package.main(out_dir=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -181,6 +211,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--out", default="knowledge_state.png")
     p.set_defaults(func=cmd_chart)
+
+    p = add("api", "serve the mastery API and the Knowledge State page (local twin of API Gateway)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_api)
+
+    p = add("ingest", "copy or download EdNet/Riiid files into raw/ednet/ (checksums, idempotent)")
+    p.add_argument("--source", required=True, help="local path, http(s):// or s3:// URL of the files or an archive")
+    p.add_argument("--format", choices=["riiid", "kt1"], default="riiid")
+    p.set_defaults(func=cmd_ingest)
+
+    p = add("drift", "compare recent answers and predictions with the model's reference; publish the KT metric")
+    p.add_argument("--run-date", help="ISO date of the run (default: today)")
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("endpoint", help="SageMaker hosting contract on this machine")
+    endpoint_sub = p.add_subparsers(dest="endpoint_command", required=True)
+    p = endpoint_sub.add_parser("serve", help="serve GET /ping and POST /invocations from a model.tar.gz")
+    p.add_argument("--model", required=True, help="model.tar.gz path or URI")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_endpoint_serve)
+
+    p = sub.add_parser("package", help="build dist/kt_glue.zip (Glue --extra-py-files) and dist/sourcedir.tar.gz")
+    p.add_argument("--out", default="dist")
+    p.set_defaults(func=cmd_package)
     return parser
 
 
