@@ -21,7 +21,8 @@ help:  ## list the targets
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	test -x $(UV) || $(VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
+	test -x $(UV) || { $(VENV)/bin/python -m pip --version >/dev/null 2>&1 || $(VENV)/bin/python -m ensurepip -q; \
+	  $(VENV)/bin/python -m pip install -q uv==$(UV_VERSION); }
 	$(UV) pip install -q --python $(VENV)/bin/python $(TORCH_SOURCE) -r requirements.txt
 	$(UV) pip install -q --python $(VENV)/bin/python --no-deps -e .
 	touch $@

@@ -98,8 +98,9 @@ def history_item(answer: dict) -> dict:
 
 
 def put_history(client: Any, table: str, answers: Iterable[dict]) -> int:
-    """Batch-write answers (same key, same content: rewriting is harmless); return the count."""
-    items = [history_item(a) for a in answers]
+    """Batch-write answers (same key, same content: rewriting is harmless); return the count of distinct answers."""
+    # One item per key: a batch holding the same key twice is rejected by DynamoDB.
+    items = list({(i["user_id"], i["ts"]): i for i in map(history_item, answers)}.values())
     for start in range(0, len(items), BATCH):
         requests = [{"PutRequest": {"Item": serialize(i)}} for i in items[start : start + BATCH]]
         _batch_write(client, table, requests)

@@ -1,0 +1,122 @@
+"""The nightly refresh: active users, transform, conditional load, idempotence and crash-rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from kt import artifact, dynamo, lake, local_sagemaker, refresh
+
+HISTORY, MASTERY = "kt-history", "kt-mastery"
+RUN_DATE = "2026-11-25"
+
+
+@pytest.fixture
+def ddb():
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        dynamo.ensure_tables(client, HISTORY, MASTERY)
+        yield client
+
+
+@pytest.fixture
+def model_tar(tiny_model_dir, tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("tar") / "model.tar.gz")
+    artifact.pack(tiny_model_dir, path)
+    return path
+
+
+def _run(client, lake_root: str, model_url: str, work_dir: str, run_date: str = RUN_DATE, load: bool = True):
+    refresh.sync_history(client, HISTORY, lake_root)
+    days = refresh.days_to_refresh(refresh.read_watermark(lake_root), run_date)
+    built = refresh.build_inputs(client, HISTORY, lake_root, run_date, days)
+    model = {"ModelName": "m", "PrimaryContainer": {"Image": "i", "ModelDataUrl": model_url}, "ExecutionRoleArn": "r"}
+    transform = {
+        "TransformJobName": f"t-{run_date}", "ModelName": "m", "BatchStrategy": "MultiRecord",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                           "S3Uri": f"{lake_root}/inference/batch/{run_date}/input"}},
+                           "ContentType": "application/jsonlines", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": f"{lake_root}/inference/batch/{run_date}/output", "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    }
+    local_sagemaker.run_transform_job({"Model": model, "Transform": transform}, work_dir)
+    if load:
+        return built, refresh.load_outputs(client, MASTERY, lake_root, run_date, last_day=days[-1])
+    return built, None
+
+
+def _table(client) -> dict:
+    return {row["user_id"]: row for row in dynamo.scan_all(client, MASTERY)}
+
+
+def test_refresh_writes_every_active_user_once_and_is_idempotent(ddb, sample_lake, model_tar, tmp_path):
+    built, loaded = _run(ddb, sample_lake, model_tar, str(tmp_path))
+    events = refresh.read_answer_events(sample_lake)
+    assert built["users"] == len({e["user_id"] for e in events}) > 0
+    assert loaded.written == built["users"] and loaded.errors == 0
+    first = _table(ddb)
+    row = next(iter(first.values()))
+    assert row["source"] == "dkt" and set(row) >= {"mastery", "topic_mastery", "next_skill_recommendation",
+                                                    "predicted_accuracy", "model_version", "as_of", "updated_at", "n_interactions"}
+    user_events = sorted((e for e in events if e["user_id"] == row["user_id"]), key=lambda e: e["answered_at"])
+    assert row["as_of"] == user_events[-1]["answered_at"]
+    assert row["n_interactions"] == len(user_events)
+    # the same night again: nothing written, the table unchanged (updated_at included)
+    os.remove(refresh.watermark_uri(sample_lake))
+    _, again = _run(ddb, sample_lake, model_tar, str(tmp_path))
+    assert again.written == 0 and again.skipped_stale == loaded.written
+    assert _table(ddb) == first
+    os.remove(refresh.watermark_uri(sample_lake))
+
+
+def test_crash_before_load_keeps_the_watermark_and_a_rerun_completes(ddb, sample_lake, model_tar, tmp_path):
+    _run(ddb, sample_lake, model_tar, str(tmp_path), load=False)
+    assert refresh.read_watermark(sample_lake) is None
+    assert _table(ddb) == {}
+    # a crash half way through the load: half the items are in
+    output = f"{sample_lake}/inference/batch/{RUN_DATE}/output"
+    lines = [json.loads(line) for uri in lake.list_files(output) for line in lake.read_text(uri).splitlines()]
+    half = [refresh.mastery_item(line, "2026-11-25T02:00:00+00:00", 1) for line in lines[: len(lines) // 2]]
+    dynamo.write_mastery(ddb, MASTERY, half)
+    _, loaded = _run(ddb, sample_lake, model_tar, str(tmp_path))
+    assert loaded.written + loaded.skipped_stale == len(lines)
+    assert loaded.skipped_stale == len(half)
+    assert set(_table(ddb)) == {line["user_id"] for line in lines}
+    assert refresh.read_watermark(sample_lake) == RUN_DATE
+    os.remove(refresh.watermark_uri(sample_lake))
+
+
+def _item(as_of: str, version: str = "v1", source: str = "dkt", accuracy: float = 0.5) -> dict:
+    return {"user_id": "u1", "mastery": {"1": accuracy}, "topic_mastery": {"algebra": accuracy},
+            "next_skill_recommendation": 1, "predicted_accuracy": accuracy, "model_version": version,
+            "source": source, "as_of": as_of, "updated_at": "now", "n_interactions": 3}
+
+
+def test_an_older_as_of_never_replaces_a_newer_row(ddb):
+    assert dynamo.put_mastery_conditional(ddb, MASTERY, _item("2026-11-25T10:00:00.000Z", accuracy=0.7))
+    assert not dynamo.put_mastery_conditional(ddb, MASTERY, _item("2026-11-24T10:00:00.000Z", accuracy=0.1))
+    assert dynamo.get_mastery(ddb, MASTERY, "u1")["predicted_accuracy"] == 0.7
+    assert not dynamo.put_mastery_conditional(ddb, MASTERY, _item("2026-11-25T10:00:00.000Z", accuracy=0.2))
+    assert dynamo.put_mastery_conditional(ddb, MASTERY, _item("2026-11-25T10:00:00.000Z", version="v2", accuracy=0.3))
+    assert dynamo.put_mastery_conditional(ddb, MASTERY, _item("2026-11-26T00:00:00.000Z", accuracy=0.9))
+    assert dynamo.get_mastery(ddb, MASTERY, "u1")["predicted_accuracy"] == 0.9
+
+
+def test_days_to_refresh():
+    assert refresh.days_to_refresh("2026-11-23", "2026-11-25") == ["2026-11-24", "2026-11-25"]
+    assert refresh.days_to_refresh("2026-11-25", "2026-11-25") == []
+    assert len(refresh.days_to_refresh(None, "2026-11-25")) == refresh.FIRST_RUN_LOOKBACK_DAYS + 1
+
+
+def test_history_items_keep_the_design_keys(ddb):
+    answer = {"user_id": "u", "answer_id": "a1", "skill_id": 4, "correct": 1, "content_id": 9,
+              "answered_at": "2026-11-24T15:00:00.123Z"}
+    dynamo.put_history(ddb, HISTORY, [answer, answer])
+    assert dynamo.users_active_on(ddb, HISTORY, "2026-11-24") == {"u"}
+    history = dynamo.user_history(ddb, HISTORY, "u")
+    assert history == [{"user_id": "u", "ts": "2026-11-24T15:00:00.123Z#a1", "day": "2026-11-24", "answer_id": "a1",
+                        "skill_id": 4, "correct": 1, "content_id": 9}]
