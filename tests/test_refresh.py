@@ -120,3 +120,16 @@ def test_history_items_keep_the_design_keys(ddb):
     history = dynamo.user_history(ddb, HISTORY, "u")
     assert history == [{"user_id": "u", "ts": "2026-11-24T15:00:00.123Z#a1", "day": "2026-11-24", "answer_id": "a1",
                         "skill_id": 4, "correct": 1, "content_id": 9}]
+
+
+def test_mastery_table_is_rebuilt_from_the_lake(ddb, sample_lake, model_tar, tmp_path):
+    _run(ddb, sample_lake, model_tar, str(tmp_path))
+    built = _table(ddb)
+    ddb.delete_table(TableName=MASTERY)  # as after restarting the embedded, in-memory moto server
+    dynamo.ensure_tables(ddb, HISTORY, MASTERY)
+    assert _table(ddb) == {}
+    assert refresh.rebuild_mastery(ddb, MASTERY, sample_lake) == len(built)
+    rebuilt = _table(ddb)
+    drop = lambda rows: {u: {k: v for k, v in r.items() if k != "updated_at"} for u, r in rows.items()}  # noqa: E731
+    assert drop(rebuilt) == drop(built)
+    os.remove(refresh.watermark_uri(sample_lake))

@@ -96,9 +96,10 @@ def sagemaker_work_dir(settings: Settings) -> str:
 
 
 def sync_local_tables(settings: Settings) -> int:
-    """Locally, kt-history is a projection of the lake's answer events: (re)load it."""
+    """Locally both tables are projections of the lake: answers from events/, mastery from batch outputs."""
     client = aws.client(settings, "dynamodb")
     dynamo.ensure_tables(client, settings.history_table, settings.mastery_table)
+    refresh.rebuild_mastery(client, settings.mastery_table, settings.lake)
     return refresh.sync_history(client, settings.history_table, settings.lake)
 
 

@@ -114,8 +114,8 @@ def mastery_item(line: dict, updated_at: str, n_interactions: int) -> dict:
     }
 
 
-def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str, last_day: str) -> LoadResult:
-    """Conditional writes of the transform outputs; the watermark moves only after all of them."""
+def _output_items(lake_root: str, run_date: str, updated_at: str) -> tuple[list[dict], int]:
+    """kt-mastery items from one night's transform outputs, and the count of error lines."""
     input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
     output_prefix = lake.join(lake_root, "inference", "batch", run_date, "output")
     lengths = {}
@@ -123,7 +123,6 @@ def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str,
         for line in lake.read_text(uri).splitlines():
             record = json.loads(line)
             lengths[record["user_id"]] = len(record["user_sequence"])
-    updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     items, errors = [], 0
     for uri in lake.list_files(output_prefix):
         for line in lake.read_text(uri).splitlines():
@@ -135,6 +134,28 @@ def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str,
                 log.error("transform rejected a line: %s (%s)", record["error"], record.get("field"))
                 continue
             items.append(mastery_item(record, updated_at, lengths.get(record["user_id"], 0)))
+    return items, errors
+
+
+def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str, last_day: str) -> LoadResult:
+    """Conditional writes of the transform outputs; the watermark moves only after all of them."""
+    updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    items, errors = _output_items(lake_root, run_date, updated_at)
     result = dynamo.write_mastery(client, mastery_table, items)
     lake.write_text(watermark_uri(lake_root), json.dumps({"last_day": last_day, "run_date": run_date}))
     return LoadResult(users=len(items), written=result.written, skipped_stale=result.skipped_stale, errors=errors)
+
+
+def rebuild_mastery(client: Any, mastery_table: str, lake_root: str) -> int:
+    """Replay every night's outputs from the lake into kt-mastery (it is a projection of them).
+
+    The conditional writes keep the newest evidence whatever the order; updated_at
+    becomes the night's run date, the original write time being gone with the table.
+    """
+    batch = lake.join(lake_root, "inference", "batch")
+    nights = sorted({uri[len(batch):].lstrip("/").split("/", 1)[0] for uri in lake.list_files(batch)} - {"_watermark.json"})
+    written = 0
+    for night in nights:
+        items, _ = _output_items(lake_root, night, f"{night}T00:00:00+00:00")
+        written += dynamo.write_mastery(client, mastery_table, items).written
+    return written
