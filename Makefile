@@ -14,7 +14,7 @@ else
 TORCH_SOURCE := --find-links $(TORCH_WHEELS)
 endif
 
-.PHONY: demo test lint lock package clean help
+.PHONY: demo test lint lock package api clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,12 @@ demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated student
 
 test: $(VENV)/.installed $(LINT_VENV)/.installed  ## run the test suite
 	$(VENV)/bin/python -m pytest -q
+
+api: $(VENV)/.installed  ## serve the mastery API and the Knowledge State page on :8000 (after `make demo`)
+	$(VENV)/bin/kt api --port 8000
+
+package: $(VENV)/.installed  ## build dist/kt_glue.zip and dist/sourcedir.tar.gz for Glue and SageMaker
+	$(VENV)/bin/kt package --out dist
 
 lint: $(LINT_VENV)/.installed  ## checkov on terraform/
 	$(LINT_VENV)/bin/checkov -d terraform --quiet --compact --skip-download

@@ -133,7 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from kt import api
 
-    return api.main(_settings(args), host=args.host, port=args.port)
+    return api.main(_settings(args), host=args.host, port=args.port, endpoint_url=args.endpoint_url)
 
 
 def cmd_endpoint_serve(args: argparse.Namespace) -> int:
@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("api", "serve the mastery API and the Knowledge State page (local twin of API Gateway)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--endpoint-url", help="base URL of a local endpoint (`kt endpoint serve`), used instead of "
+                   "SAGEMAKER_KT_ENDPOINT when SAGEMAKER_KT_ENABLED=true")
     p.set_defaults(func=cmd_api)
 
     p = add("ingest", "copy or download EdNet/Riiid files into raw/ednet/ (checksums, idempotent)")

@@ -62,7 +62,7 @@ def deserialize(item: dict) -> dict:
 
 def ensure_tables(client: Any, history_table: str, mastery_table: str) -> None:
     """Create both tables with the DESIGN §7 keys if missing (local runs; Terraform does it on AWS)."""
-    existing = set(client.list_tables()["TableNames"])
+    existing = {n for page in client.get_paginator("list_tables").paginate() for n in page["TableNames"]}
     if history_table not in existing:
         client.create_table(
             TableName=history_table,
