@@ -32,7 +32,7 @@ def model_tar(tiny_model_dir, tmp_path_factory) -> str:
 
 def _run(client, lake_root: str, model_url: str, work_dir: str, run_date: str = RUN_DATE, load: bool = True):
     refresh.sync_history(client, HISTORY, lake_root)
-    days = refresh.days_to_refresh(refresh.read_watermark(lake_root), run_date)
+    days = refresh.days_to_refresh(refresh.read_watermark(lake_root, run_date), run_date)
     built = refresh.build_inputs(client, HISTORY, lake_root, run_date, days)
     model = {"ModelName": "m", "PrimaryContainer": {"Image": "i", "ModelDataUrl": model_url}, "ExecutionRoleArn": "r"}
     transform = {
@@ -65,8 +65,7 @@ def test_refresh_writes_every_active_user_once_and_is_idempotent(ddb, sample_lak
     user_events = sorted((e for e in events if e["user_id"] == row["user_id"]), key=lambda e: e["answered_at"])
     assert row["as_of"] == user_events[-1]["answered_at"]
     assert row["n_interactions"] == len(user_events)
-    # the same night again: nothing written, the table unchanged (updated_at included)
-    os.remove(refresh.watermark_uri(sample_lake))
+    # the same night again (a cleared and rerun task): same days, nothing written, the table unchanged
     _, again = _run(ddb, sample_lake, model_tar, str(tmp_path))
     assert again.written == 0 and again.skipped_stale == loaded.written
     assert _table(ddb) == first
@@ -87,6 +86,7 @@ def test_crash_before_load_keeps_the_watermark_and_a_rerun_completes(ddb, sample
     assert loaded.skipped_stale == len(half)
     assert set(_table(ddb)) == {line["user_id"] for line in lines}
     assert refresh.read_watermark(sample_lake) == RUN_DATE
+    assert refresh.read_watermark(sample_lake, RUN_DATE) is None  # a repeat of that night starts where it did
     os.remove(refresh.watermark_uri(sample_lake))
 
 

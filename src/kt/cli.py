@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "run the whole pipeline locally on simulated students and print a summary")
     p.add_argument("--users", type=int, default=2000, help="simulated EdNet students (default 2000)")
-    p.add_argument("--skills", type=int, default=40, help="skills, spread over the 8 topics (default 40)")
+    p.add_argument("--skills", type=int, default=16, help="skills, spread over the 8 topics (default 16)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--epochs", type=int, default=8, help="training epochs at most (early stopping on valid AUC)")
     p.set_defaults(func=cmd_demo)

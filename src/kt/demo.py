@@ -29,7 +29,7 @@ def _step(n: int, total: int, text: str) -> float:
     return time.monotonic()
 
 
-def run(settings: Settings, users: int = 2000, skills: int = 40, seed: int = 7, epochs: int = 8) -> int:
+def run(settings: Settings, users: int = 2000, skills: int = 16, seed: int = 7, epochs: int = 8) -> int:
     if lake.is_s3(settings.lake):
         raise SystemExit("kt demo writes a fresh local lake: give --lake a directory (or unset KT_LAKE)")
     started = time.monotonic()

@@ -18,7 +18,7 @@ from kt.config import Settings
 
 log = logging.getLogger(__name__)
 
-DEMO_HYPERPARAMETERS = {"epochs": 8, "batch_size": 32, "patience": 2, "checkpoint_every": 500}
+DEMO_HYPERPARAMETERS = {"epochs": 8, "batch_size": 32, "lr": 0.005, "patience": 2, "checkpoint_every": 500}
 
 
 def train_local(settings: Settings, run: str, hyperparameters: dict, work_dir: str) -> dict:
@@ -75,7 +75,10 @@ def refresh_local(settings: Settings, run_date: str, run: str, work_dir: str) ->
     client = aws.client(settings, "dynamodb")
     dynamo.ensure_tables(client, settings.history_table, settings.mastery_table)
     synced = refresh.sync_history(client, settings.history_table, settings.lake)
-    days = refresh.days_to_refresh(refresh.read_watermark(settings.lake), run_date)
+    days = refresh.days_to_refresh(refresh.read_watermark(settings.lake, run_date), run_date)
+    if not days:
+        log.info("kt-mastery already holds every day up to %s: nothing to refresh", run_date)
+        return RefreshSummary(run_date, days, synced, 0, 0, 0, 0)
     with tempfile.TemporaryDirectory() as tmp:
         info = artifact.read_info(artifact.unpack(current["model_data_url"], tmp))
     built = refresh.build_inputs(client, settings.history_table, settings.lake, run_date, days,

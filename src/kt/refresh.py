@@ -33,10 +33,23 @@ def watermark_uri(lake_root: str) -> str:
     return lake.join(lake_root, "inference", "batch", "_watermark.json")
 
 
-def read_watermark(lake_root: str) -> str | None:
-    """The last day whose answers are in kt-mastery (ISO date), or None before the first run."""
+def _watermark(lake_root: str) -> dict | None:
     uri = watermark_uri(lake_root)
-    return json.loads(lake.read_text(uri))["last_day"] if lake.exists(uri) else None
+    return json.loads(lake.read_text(uri)) if lake.exists(uri) else None
+
+
+def read_watermark(lake_root: str, run_date: str | None = None) -> str | None:
+    """The last day whose answers are in kt-mastery (ISO date), or None before the first run.
+
+    Given the run date of a night that already ran, the day before that night's
+    start: repeating a night redoes the same days (and changes nothing).
+    """
+    mark = _watermark(lake_root)
+    if mark is None:
+        return None
+    if run_date is not None and mark["run_date"] == run_date:
+        return mark.get("previous_last_day")
+    return mark["last_day"]
 
 
 def days_to_refresh(last_day: str | None, run_date: str) -> list[str]:
@@ -142,7 +155,8 @@ def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str,
     updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     items, errors = _output_items(lake_root, run_date, updated_at)
     result = dynamo.write_mastery(client, mastery_table, items)
-    lake.write_text(watermark_uri(lake_root), json.dumps({"last_day": last_day, "run_date": run_date}))
+    lake.write_text(watermark_uri(lake_root), json.dumps(
+        {"last_day": last_day, "run_date": run_date, "previous_last_day": read_watermark(lake_root, run_date)}))
     return LoadResult(users=len(items), written=result.written, skipped_stale=result.skipped_stale, errors=errors)
 
 
