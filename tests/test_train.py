@@ -49,7 +49,7 @@ def test_metric_regexes_capture_the_printed_lines():
 def _train_cmd(lake: str, root: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "kt.train", "--train", f"{lake}/processed/ednet", "--model-dir", f"{root}/model",
             "--checkpoint-dir", f"{root}/checkpoints", "--output-dir", f"{root}/output", "--job-name", "t",
-            "--hidden=16", "--epochs=2", "--batch_size=4", "--max_seq_len=40", "--checkpoint_every=1000",
+            "--hidden=16", "--epochs=1", "--batch_size=16", "--max_seq_len=40", "--checkpoint_every=1000",
             "--patience=5", *extra]
 
 
@@ -70,19 +70,19 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(sample_lake, tmp_p
     subprocess.run(_train_cmd(sample_lake, str(clean)), env=_env(), check=True, capture_output=True)
 
     spot = tmp_path / "spot"
-    process = subprocess.Popen(_train_cmd(sample_lake, str(spot), "--checkpoint_every=5"), env=_env(),
+    process = subprocess.Popen(_train_cmd(sample_lake, str(spot), "--checkpoint_every=3"), env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:  # wait for the first periodic checkpoint, then interrupt
-        if "checkpoint saved at epoch 0 step 5" in line:
+        if "checkpoint saved at epoch 0 step 3" in line:
             process.send_signal(signal.SIGTERM)
             break
     output = process.stdout.read()
     assert process.wait() == 143, output
     interrupted_at = torch.load(spot / "checkpoints" / "checkpoint.pt", weights_only=False)
-    assert interrupted_at["epoch"] == 0 and interrupted_at["step_in_epoch"] >= 5  # mid-epoch
+    assert interrupted_at["epoch"] == 0 and interrupted_at["step_in_epoch"] >= 3  # mid-epoch
     assert not (spot / "model" / "model.pth").exists()
 
-    resumed = subprocess.run(_train_cmd(sample_lake, str(spot), "--checkpoint_every=5"), env=_env(), capture_output=True, text=True)
+    resumed = subprocess.run(_train_cmd(sample_lake, str(spot), "--checkpoint_every=3"), env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed from" in resumed.stderr + resumed.stdout
     a = torch.load(clean / "model" / "model.pth", weights_only=True)
