@@ -10,6 +10,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data", "real")
 sys.path.insert(0, os.path.join(REPO, "src"))  # the tests run against the working tree
+# Idle OpenMP threads sleep instead of spinning: on 2 cores, spinning workers of one process starve the
+# subprocesses (training jobs, servers) that the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")

@@ -55,13 +55,14 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def predict_windows(model: DKT, windows: list[Window], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Next-step predictions of the model for every target, in window order: (y, p)."""
     model.eval()
+    device = next(model.parameters()).device  # the GPU while training there, else the CPU
     ys, ps = [], []
     order = bucketed_batches(windows, batch_size, seed=0, epoch=0, shuffle=False)
     by_window: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for batch in order:
         b = collate([windows[i] for i in batch])
-        probs, _ = model(b["tokens"])  # (B, T, S)
-        picked = probs.gather(-1, b["targets"][..., 0:1]).squeeze(-1)  # (B, T)
+        probs, _ = model(b["tokens"].to(device))  # (B, T, S)
+        picked = probs.gather(-1, b["targets"][..., 0:1].to(device)).squeeze(-1).cpu()  # (B, T)
         for row, i in enumerate(batch):
             n = int(b["mask"][row].sum())
             by_window[i] = (b["targets"][row, :n, 1].numpy(), picked[row, :n].numpy())

@@ -1,26 +1,52 @@
 """SageMaker inference handlers for DKT (DESIGN §6): model_fn, input_fn, predict_fn, output_fn.
 
 Bundled into ``model.tar.gz`` as ``code/kt/inference.py`` and used as is by the
-endpoint, the batch transform (JSON Lines, one user per line) and `kt predict`.
-Invalid requests raise ``RequestError`` (the inference toolkit's error type
-with a 4xx status), whose body is ``{"error": ..., "field": ...}``.
+endpoint (``kt endpoint serve``), the batch transform (JSON Lines, one user per
+line) and `kt predict`. Invalid requests raise ``RequestError`` (the inference
+toolkit's error type with a 4xx status), whose body is ``{"error": ..., "field": ...}``.
+
+Which answers the model sees:
+
+- Stateless (the default): the last ``max_seq_len`` answers of ``user_sequence``,
+  the window length the model was trained on; an empty sequence returns the
+  per-skill base rates (the prior).
+- Stateful (opt in with ``"return_state": true`` or by sending a ``state``): the
+  response carries ``"state": {"model_version", "answers", "skills", "lstm"}``
+  (answers fed so far, the skills practiced, and the LSTM's h and c after the
+  last answer as float32 base64: about 3 KB). The next request sends that
+  state and only the answers since, which are all fed (no window), so the result
+  equals one request with the whole history and ``return_state`` (within 1e-5).
+  For histories longer than ``max_seq_len`` that differs from the stateless
+  answer, which sees only the last window. A state made by another model
+  version is refused (409): send the whole history again without it.
+
+Batches (JSON Lines) run as padded batches of users sorted by length (at most
+BATCH_TOKENS padded answers per forward pass); a bad line gets an error line,
+never a failed batch.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
-from kt.mastery import mean_by_topic, response
+from kt.mastery import response
 from kt.model import DKT, DKTConfig, encode
+from kt.topics import OTHER_TOPIC
 
-MAX_ANSWERS = 10_000  # longest accepted user_sequence
+MAX_ANSWERS = 10_000  # longest accepted user_sequence (per request; a stateful history may grow beyond it)
+BATCH_TOKENS = 256 * 200  # padded answers per forward pass (~26 MB of activations at hidden 128)
 JSON = "application/json"
 JSON_LINES = "application/jsonlines"
+JSON_LINES_TYPES = (JSON_LINES, "application/x-jsonlines", "application/jsonl")
+ACCEPT_TYPES = (JSON, *JSON_LINES_TYPES, "*/*")
 
 
 class RequestError(GenericInferenceToolkitError):
@@ -40,6 +66,18 @@ class LoadedModel:
     skill_topics: dict[int, str]
     prior: list[float]  # per-skill base rates: the answer for an empty history
     version: str
+    topics: list[str] = field(init=False)  # sorted, as mean_by_topic orders them
+    topic_means: np.ndarray = field(init=False)  # (S, K): mastery @ topic_means = each topic's mean
+
+    def __post_init__(self) -> None:
+        """mean_by_topic as one matrix product, so a batch does not loop over skills per user."""
+        of_skill = [self.skill_topics.get(s, OTHER_TOPIC) for s in self.skill_ids]
+        self.topics = sorted(set(of_skill))
+        column = {t: k for k, t in enumerate(self.topics)}
+        self.topic_means = np.zeros((len(self.skill_ids), len(self.topics)))
+        for i, t in enumerate(of_skill):
+            self.topic_means[i, column[t]] = 1.0
+        self.topic_means /= np.maximum(1.0, self.topic_means.sum(axis=0))
 
 
 @dataclass
@@ -47,6 +85,8 @@ class UserRequest:
     user_id: str | None
     as_of: str | None
     sequence: list[tuple[int, int]]  # (skill_id, correct)
+    state: dict | None = None  # the "state" of a previous stateful response
+    return_state: bool = False
 
 
 def model_fn(model_dir: str) -> LoadedModel:
@@ -75,13 +115,19 @@ def _is_int(value: object) -> bool:
 def parse_request(payload: object, known: dict[int, int] | None, where: str = "") -> UserRequest:
     """Validate one request object; raise RequestError naming the first bad field."""
     if not isinstance(payload, dict):
-        raise RequestError("the request must be a JSON object", where or "body")
+        raise RequestError("the request must be a JSON object", where.rstrip(".") or "body")
     user_id = payload.get("user_id")
     if user_id is not None and not (isinstance(user_id, str) or _is_int(user_id)):
         raise RequestError("user_id must be a string", f"{where}user_id")
     as_of = payload.get("as_of")
     if as_of is not None and not isinstance(as_of, str):
         raise RequestError("as_of must be an ISO 8601 string", f"{where}as_of")
+    state = payload.get("state")
+    if state is not None and not isinstance(state, dict):
+        raise RequestError("state must be the object a previous response returned", f"{where}state")
+    return_state = payload.get("return_state", False)
+    if not isinstance(return_state, bool):
+        raise RequestError("return_state must be true or false", f"{where}return_state")
     if "user_sequence" not in payload:
         raise RequestError("user_sequence is required", f"{where}user_sequence")
     items = payload["user_sequence"]
@@ -93,25 +139,25 @@ def parse_request(payload: object, known: dict[int, int] | None, where: str = ""
         )
     sequence = []
     unknown: list[tuple[int, int]] = []
-    for i, item in enumerate(items):
-        field = f"{where}user_sequence[{i}]"
-        if not isinstance(item, dict):
-            raise RequestError("each answer must be an object {skill_id, correct}", field)
-        for key in ("skill_id", "correct"):
-            if key not in item:
-                raise RequestError(f"{key} is required", f"{field}.{key}")
-        skill, correct = item["skill_id"], item["correct"]
-        if not _is_int(skill):
-            raise RequestError("skill_id must be an integer", f"{field}.skill_id")
-        if not _is_int(correct) or correct not in (0, 1):
-            raise RequestError("correct must be 0 or 1", f"{field}.correct")
+    for i, item in enumerate(items):  # the hot loop of a batch: `type(x) is int` also rules out bools
+        if type(item) is not dict:
+            raise RequestError("each answer must be an object {skill_id, correct}", f"{where}user_sequence[{i}]")
+        skill = item.get("skill_id")
+        correct = item.get("correct")
+        if type(skill) is not int:
+            message = "skill_id is required" if "skill_id" not in item else "skill_id must be an integer"
+            raise RequestError(message, f"{where}user_sequence[{i}].skill_id")
+        if type(correct) is not int or (correct != 0 and correct != 1):
+            message = "correct is required" if "correct" not in item else "correct must be 0 or 1"
+            raise RequestError(message, f"{where}user_sequence[{i}].correct")
         if known is not None and skill not in known:
             unknown.append((i, skill))
         sequence.append((skill, correct))
     if unknown:
         ids = sorted({s for _, s in unknown})
         raise RequestError(f"unknown skill ids: {ids}", f"{where}user_sequence[{unknown[0][0]}].skill_id")
-    return UserRequest(None if user_id is None else str(user_id), as_of, sequence)
+    return UserRequest(None if user_id is None else str(user_id), as_of, sequence, state,
+                       return_state or state is not None)
 
 
 def _decode(body: bytes | str) -> str:
@@ -124,6 +170,10 @@ def _decode(body: bytes | str) -> str:
 def input_fn(request_body: bytes | str, request_content_type: str | None) -> dict:
     """Parse a JSON request or a JSON Lines batch. Validation against skills happens in predict_fn."""
     content_type = (request_content_type or JSON).split(";")[0].strip().lower()
+    if content_type not in (JSON, *JSON_LINES_TYPES):
+        raise RequestError(
+            f"unsupported content type {request_content_type!r}; use {JSON} or {JSON_LINES}", "Content-Type", 415
+        )
     text = _decode(request_body)
     if content_type == JSON:
         try:
@@ -131,69 +181,176 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> dic
         except json.JSONDecodeError as e:
             raise RequestError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", "body") from e
         return {"batch": False, "lines": [payload]}
-    if content_type in (JSON_LINES, "application/x-jsonlines", "application/jsonl"):
-        lines = []
-        for n, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                lines.append(RequestError(f"malformed JSON: {e.msg}", f"line[{n}]"))
-        return {"batch": True, "lines": lines}
-    raise RequestError(f"unsupported content type {request_content_type!r}; use {JSON} or {JSON_LINES}", "Content-Type", 415)
+    lines: list[object] = []
+    for n, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            lines.append(RequestError(f"malformed JSON: {e.msg} at column {e.colno}", f"line[{n}]"))
+    return {"batch": True, "lines": lines}
+
+
+# --- stateful mode -------------------------------------------------------------
+
+
+@dataclass
+class UserState:
+    h: torch.Tensor  # (layers, hidden)
+    c: torch.Tensor  # (layers, hidden)
+    answers: int  # answers fed so far
+    skills: set[int]  # skills practiced so far (next_skill_recommendation picks among them)
+
+
+def encode_state(model: LoadedModel, state: UserState) -> dict:
+    """One user's state as the JSON object a client stores and sends back."""
+    raw = torch.stack([state.h, state.c]).to(torch.float32).cpu().numpy().astype("<f4").tobytes()
+    return {"model_version": model.version, "answers": state.answers, "skills": sorted(state.skills),
+            "lstm": base64.b64encode(raw).decode("ascii")}
+
+
+def decode_state(model: LoadedModel, state: dict, field: str) -> UserState:
+    """Check a state sent back by a client, or raise RequestError naming the field."""
+    version = state.get("model_version")
+    if version != model.version:
+        raise RequestError(f"state was computed by model {version!r}, this endpoint serves {model.version!r}: "
+                           "send the whole history without state", f"{field}.model_version", status=409)
+    answers = state.get("answers")
+    if not _is_int(answers) or answers < 0:
+        raise RequestError("answers must be a count", f"{field}.answers")
+    skills = state.get("skills")
+    if not isinstance(skills, list) or not all(_is_int(s) and s in model.index for s in skills):
+        raise RequestError("skills must list the skill ids practiced so far", f"{field}.skills")
+    config = model.model.config
+    try:
+        raw = base64.b64decode(state.get("lstm") or "", validate=True)
+    except (binascii.Error, TypeError, ValueError) as e:
+        raise RequestError("lstm is not base64", f"{field}.lstm") from e
+    expected = 2 * config.layers * config.hidden * 4
+    if len(raw) != expected:
+        raise RequestError(f"lstm has {len(raw)} bytes; this model's state has {expected}", f"{field}.lstm")
+    values = np.frombuffer(raw, dtype="<f4").reshape(2, config.layers, config.hidden)
+    if not np.isfinite(values).all():
+        raise RequestError("lstm holds values that are not finite", f"{field}.lstm")
+    hc = torch.from_numpy(values.astype(np.float32))
+    return UserState(hc[0], hc[1], answers, set(skills))
+
+
+# --- prediction ----------------------------------------------------------------
 
 
 @torch.no_grad()
+def run_model(
+    model: LoadedModel,
+    sequences: list[list[tuple[int, int]]],
+    states: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+    window: bool = True,
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Mastery (N, S) after each history, and the LSTM state (layers, N, H) twice, in padded batches.
+
+    ``window``: feed only the last max_seq_len answers (stateless); else all (stateful).
+    A row with no answers keeps its state; with no answers and no state it gets the prior.
+    """
+    net = model.model
+    net.eval()
+    n, layers, hidden = len(sequences), net.config.layers, net.config.hidden
+    states = states or [None] * n
+    if window:
+        sequences = [s[-net.config.max_seq_len :] for s in sequences]
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    probs = np.empty((n, len(model.skill_ids)), dtype=np.float32)
+    h_all = torch.zeros(layers, n, hidden)
+    c_all = torch.zeros(layers, n, hidden)
+    for i, st in enumerate(states):
+        if st is not None:
+            h_all[:, i], c_all[:, i] = st
+    order = np.argsort(lengths, kind="stable")  # similar lengths share a forward pass: little padding
+    for rows in _chunks(order, lengths):
+        rows_t = torch.from_numpy(rows)
+        row_lengths = lengths[rows]
+        longest = max(1, int(row_lengths.max()))
+        flat = [a for i in rows for a in sequences[i]]
+        skills = np.fromiter((model.index[s] for s, _ in flat), dtype=np.int64, count=len(flat))
+        correct = np.fromiter((c for _, c in flat), dtype=np.int64, count=len(flat))
+        tokens = np.zeros((len(rows), longest), dtype=np.int64)
+        tokens[np.arange(longest) < row_lengths[:, None]] = encode(skills, correct)  # (b, T)
+        state = (h_all[:, rows_t], c_all[:, rows_t])
+        p, (h, c) = net.step_state(torch.from_numpy(tokens), state, torch.from_numpy(row_lengths))
+        probs[rows] = p.numpy()
+        h_all[:, rows_t], c_all[:, rows_t] = h, c
+    untouched = [i for i in range(n) if lengths[i] == 0 and states[i] is None]
+    probs[untouched] = np.asarray(model.prior, dtype=np.float32)
+    return probs, h_all, c_all
+
+
+def _chunks(order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Consecutive rows of the length order, each chunk within BATCH_TOKENS once padded to its longest."""
+    chunks, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop + 1 - start) * max(1, lengths[order[stop]]) <= BATCH_TOKENS:
+            stop += 1
+        chunks.append(order[start:stop])
+        start = stop
+    return chunks
+
+
 def mastery_vectors(model: LoadedModel, sequences: list[list[tuple[int, int]]]) -> list[list[float]]:
-    """P(correct) on every skill after each history, all histories in one padded batch."""
-    out: list[list[float] | None] = [None] * len(sequences)
-    window = model.model.config.max_seq_len
-    todo = [i for i, s in enumerate(sequences) if s]
-    for i, s in enumerate(sequences):
-        if not s:
-            out[i] = list(model.prior)
-    if todo:
-        recent = [sequences[i][-window:] for i in todo]  # the model was trained on windows of this length
-        longest = max(len(s) for s in recent)
-        tokens = torch.zeros(len(recent), longest, dtype=torch.long)
-        lengths = torch.tensor([len(s) for s in recent])
-        for row, seq in enumerate(recent):
-            skills = torch.tensor([model.index[s] for s, _ in seq])
-            correct = torch.tensor([c for _, c in seq])
-            tokens[row, : len(seq)] = encode(skills, correct)
-        model.model.eval()
-        probs, _ = model.model(tokens)  # (B, T, S)
-        last = probs[torch.arange(len(recent)), lengths - 1]  # (B, S)
-        for row, i in enumerate(todo):
-            out[i] = last[row].tolist()
-    return out  # type: ignore[return-value]
+    """P(correct) on every skill after each history (stateless), all histories in padded batches."""
+    return run_model(model, sequences)[0].tolist()
 
 
 def predict_fn(data: dict, model: LoadedModel) -> dict:
     """Mastery responses for every request; in a batch a bad line gets an error line, not a failed job."""
     parsed: list[UserRequest | RequestError] = []
+    states: dict[int, UserState] = {}
     for n, line in enumerate(data["lines"]):
         if isinstance(line, RequestError):
             parsed.append(line)
             continue
+        where = f"line[{n}]." if data["batch"] else ""
         try:
-            parsed.append(parse_request(line, model.index))
+            request = parse_request(line, model.index, where)
+            if request.state is not None:
+                states[n] = decode_state(model, request.state, f"{where}state")
+            parsed.append(request)
         except RequestError as e:
             if not data["batch"]:
                 raise
-            e.field = f"line[{n}].{e.field}"
             parsed.append(e)
-    good = [p for p in parsed if isinstance(p, UserRequest)]
-    vectors = iter(mastery_vectors(model, [p.sequence for p in good]))
+    good = [n for n, p in enumerate(parsed) if isinstance(p, UserRequest)]
+    stateless = [n for n in good if not parsed[n].return_state]
+    stateful = [n for n in good if parsed[n].return_state]
+    vectors: dict[int, np.ndarray] = {}
+    new_states: dict[int, UserState] = {}
+    if stateless:
+        probs, _, _ = run_model(model, [parsed[n].sequence for n in stateless])
+        vectors.update(zip(stateless, probs))
+    if stateful:
+        given = [states.get(n) for n in stateful]
+        probs, h, c = run_model(model, [parsed[n].sequence for n in stateful],
+                                [None if g is None else (g.h, g.c) for g in given], window=False)
+        for row, (n, before) in enumerate(zip(stateful, given)):
+            vectors[n] = probs[row]
+            sequence = parsed[n].sequence
+            new_states[n] = UserState(h[:, row], c[:, row], len(sequence) + (before.answers if before else 0),
+                                      {s for s, _ in sequence} | (before.skills if before else set()))
+    rows = sorted(vectors)
+    topic_rows = (np.stack([vectors[n] for n in rows]).astype(np.float64) @ model.topic_means).tolist() if rows else []
+    topic_mastery = {n: dict(zip(model.topics, row)) for n, row in zip(rows, topic_rows)}
     results = []
-    for p in parsed:
+    for n, p in enumerate(parsed):
         if isinstance(p, RequestError):
-            results.append({"error": p.error, "field": p.field})
+            line = data["lines"][n]
+            extra = {k: line[k] for k in ("user_id", "as_of") if isinstance(line, dict) and k in line}
+            results.append({**extra, "error": p.error, "field": p.field})
             continue
-        vector = next(vectors)
-        mastery = dict(zip(model.skill_ids, vector))
-        body = response(mastery, {s for s, _ in p.sequence}, mean_by_topic(mastery, model.skill_topics), model.version)
+        mastery = dict(zip(model.skill_ids, vectors[n].tolist()))
+        practiced = new_states[n].skills if n in new_states else {s for s, _ in p.sequence}
+        body = response(mastery, practiced, topic_mastery[n], model.version)
+        if n in new_states:
+            body["state"] = encode_state(model, new_states[n])
         if data["batch"]:
             body = {"user_id": p.user_id, "as_of": p.as_of, **body}
         results.append(body)
@@ -203,7 +360,7 @@ def predict_fn(data: dict, model: LoadedModel) -> dict:
 def output_fn(prediction: dict, accept: str | None) -> str:
     """JSON for one request, JSON Lines for a batch."""
     accept_type = (accept or JSON).split(";")[0].strip().lower()
-    if accept_type not in (JSON, JSON_LINES, "*/*", "application/x-jsonlines", "application/jsonl"):
+    if accept_type not in ACCEPT_TYPES:
         raise RequestError(f"unsupported accept type {accept!r}; use {JSON} or {JSON_LINES}", "Accept", 406)
     if prediction["batch"]:
         return "".join(json.dumps(r) + "\n" for r in prediction["results"])

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
 
 
 @dataclass
@@ -69,9 +70,32 @@ class DKT(nn.Module):
         return probs, loss
 
     def step_state(
-        self, tokens: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        tokens: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Feed tokens and return (probabilities after the last one, the LSTM state) for stateful serving."""
-        x = self.embedding(tokens)  # (B, T, H)
-        h, new_state = self.lstm(x, state)
-        return torch.sigmoid(self.head(h[:, -1])), new_state  # (B, S)
+        """Probabilities after each row's last real token and the LSTM state there (serving, stateful or not).
+
+        tokens (B, T) long, padded at the end; lengths (B,) real tokens per row (default T; 0 keeps the
+        given state); state (h, c), each (layers, B, H), to continue from (default zeros).
+        """
+        b, t = tokens.shape
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long)
+        if state is None:
+            zeros = torch.zeros(self.config.layers, b, self.config.hidden, device=tokens.device)
+            state = (zeros, zeros.clone())
+        fed = lengths > 0
+        h, c = state
+        if bool(fed.any()):
+            x = self.embedding(tokens[fed])  # (b', T, H)
+            if bool((lengths[fed] != t).any()):  # packed: the state stops at each row's own last token
+                x = pack_padded_sequence(x, lengths[fed].cpu(), batch_first=True, enforce_sorted=False)
+            _, (h_fed, c_fed) = self.lstm(x, (h[:, fed].contiguous(), c[:, fed].contiguous()))  # (L, b', H)
+            if bool(fed.all()):
+                h, c = h_fed, c_fed
+            else:
+                h, c = h.clone(), c.clone()
+                h[:, fed], c[:, fed] = h_fed, c_fed
+        return torch.sigmoid(self.head(h[-1])), (h, c)  # (B, S); the top layer's h is its last output

@@ -11,8 +11,16 @@ processed prefix (``SM_CHANNEL_TRAINING``); the model directory
 ``checkpoint_every`` steps, and on SIGTERM (a spot interruption), the whole
 training state goes to ``/opt/ml/checkpoints``; a restart resumes there and
 ends with the same weights as an uninterrupted run. Metric lines such as
-``valid_auc=0.7712;`` are printed for the job's MetricDefinitions; a failure
-reason goes to ``/opt/ml/output/failure``.
+``valid_auc=0.7712;`` are printed for the job's MetricDefinitions
+(``kt.aws_requests.METRIC_REGEXES``); a failure reason goes to
+``/opt/ml/output/failure``.
+
+Efficiency: histories are cut into windows of ``max_seq_len``; batches group
+windows of similar length (little padding, masked loss, every answer weighted
+alike whatever its window's length); ``num_workers`` DataLoader
+processes pad batches beside the training step; early stopping on valid AUC
+(``patience``); the GPU when there is one, else the CPU (``threads``: on a
+shared machine 1 beats torch's default by far, see bench/train.md).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import numpy as np
 import torch
 
 from kt import artifact, lake
+from kt.aws_requests import METRIC_REGEXES  # noqa: F401 - the lines printed below must match them
 from kt.config import TrainingPaths, training_paths
 from kt.data import BatchDataset, SkillVocab, bucketed_batches, make_windows, read_sequences, read_skills
 from kt.evaluate import base_rates, metrics, predict_windows
@@ -43,12 +52,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM
-# Regexes for the training job's MetricDefinitions (kt.aws_requests uses them).
-METRIC_REGEXES = {
-    "train_loss": r"train_loss=([0-9.]+);",
-    "valid_auc": r"valid_auc=([0-9.]+);",
-    "interactions_per_s": r"interactions_per_s=([0-9.]+);",
-}
 
 
 @dataclass
@@ -60,7 +63,7 @@ class Hyperparameters:
     dropout: float = 0.2
     # optimisation
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 64  # windows per batch
     lr: float = 2e-3
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -132,12 +135,18 @@ class Interrupted(Exception):
     """SIGTERM arrived (spot interruption): the state was checkpointed."""
 
 
+def pick_device() -> torch.device:
+    """The GPU when the instance has one (ml.g4dn.*), the CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 class Trainer:
     """Training state and the loop; every field needed to resume sits in ``state_dict``."""
 
-    def __init__(self, hp: Hyperparameters, paths: TrainingPaths):
+    def __init__(self, hp: Hyperparameters, paths: TrainingPaths, device: torch.device | None = None):
         self.hp = hp
         self.paths = paths
+        self.device = device or pick_device()
         self.stop_requested = False
         processed = paths.train_channel
         skills = read_skills(processed)
@@ -148,20 +157,26 @@ class Trainer:
         self.valid_windows = make_windows(read_sequences(processed, "valid"), self.vocab, hp.max_seq_len)
         if not self.train_windows or not self.valid_windows:
             raise ValueError(f"{processed}: the train and valid splits need sequences of two or more answers")
+        # answers in a batch of batch_size windows on average: the loss's fixed denominator (see train_epoch)
+        self.answers_per_batch = hp.batch_size * sum(len(w.skills) - 1 for w in self.train_windows) / len(
+            self.train_windows)
         manifest_uri = lake.join(processed, "_manifest.json")
         self.manifest_sha256 = lake.sha256(manifest_uri) if lake.exists(manifest_uri) else None
         torch.manual_seed(hp.seed)
         random.seed(hp.seed)
         np.random.seed(hp.seed)
-        self.model = DKT(hp.model_config(len(self.vocab)))
+        self.model = DKT(hp.model_config(len(self.vocab))).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
         self.best_auc = -1.0
-        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.best_state = self._cpu_state()
         self.bad_epochs = 0
         self.history: list[dict] = []
+
+    def _cpu_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     # --- checkpoints -------------------------------------------------------
     @property
@@ -169,6 +184,9 @@ class Trainer:
         return os.path.join(self.paths.checkpoint_dir, CHECKPOINT_FILE)
 
     def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -181,7 +199,7 @@ class Trainer:
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "rng": rng,
         }
 
     def save_checkpoint(self) -> None:
@@ -199,67 +217,87 @@ class Trainer:
         if state["model_args"] != self.model.config.to_dict():
             raise ValueError(f"checkpoint {self.checkpoint_path} is for another model: {state['model_args']}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves its state to the parameters' device
         for key in ("epoch", "step_in_epoch", "global_step", "best_auc", "best_state", "bad_epochs", "history"):
             setattr(self, key, state[key])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         log.info("resumed from %s at epoch %d step %d", self.checkpoint_path, self.epoch, self.step_in_epoch)
         return True
 
     # --- loop ----------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.hp.epochs or self.bad_epochs >= self.hp.patience
+
     def run(self) -> dict:
-        hp = self.hp
-        while self.epoch < hp.epochs and self.bad_epochs < hp.patience:
-            started = time.monotonic()
-            batches = bucketed_batches(self.train_windows, hp.batch_size, hp.seed, self.epoch)
-            remaining = BatchDataset(self.train_windows, batches[self.step_in_epoch :])
-            # Its own generator: a loader drawing from the global RNG would shift dropout on resume.
-            loader = torch.utils.data.DataLoader(
-                remaining, batch_size=None, shuffle=False, num_workers=hp.num_workers,
-                generator=torch.Generator().manual_seed(hp.seed + self.epoch),
-            )
-            self.model.train()
-            loss_sum, answers = 0.0, 0
-            for batch in loader:
-                _, loss = self.model(batch["tokens"], batch["targets"], batch["mask"])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip)
-                self.optimizer.step()
-                n = int(batch["mask"].sum())
-                loss_sum += loss.item() * n
-                answers += n
-                self.step_in_epoch += 1
-                self.global_step += 1
-                if self.stop_requested:
-                    self.save_checkpoint()
-                    raise Interrupted(f"checkpointed at epoch {self.epoch} step {self.step_in_epoch}")
-                if self.global_step % hp.checkpoint_every == 0:
-                    self.save_checkpoint()
-            seconds = time.monotonic() - started
-            valid = metrics(*predict_windows(self.model, self.valid_windows))
-            record = {"epoch": self.epoch + 1, "train_loss": loss_sum / max(1, answers), "valid": valid,
-                      "interactions_per_s": answers / max(seconds, 1e-9), "seconds": seconds}
-            self.history.append(record)
-            print(
-                f"epoch={self.epoch + 1}; train_loss={record['train_loss']:.5f}; valid_auc={valid['auc']:.5f}; "
-                f"valid_ece={valid['ece']:.5f}; interactions_per_s={record['interactions_per_s']:.0f};",
-                flush=True,
-            )
-            if valid["auc"] > self.best_auc + 1e-4:
-                self.best_auc = valid["auc"]
-                self.best_state = copy.deepcopy(self.model.state_dict())
-                self.bad_epochs = 0
-            else:
-                self.bad_epochs += 1
-            self.epoch += 1
-            self.step_in_epoch = 0
-            self.save_checkpoint()
+        """Train until the epoch budget or early stopping; end with the best epoch's weights on the CPU."""
+        while not self.finished:
+            self.train_epoch()
         self.model.load_state_dict(self.best_state)
-        return {"valid": metrics(*predict_windows(self.model, self.valid_windows)), "epochs": self.epoch,
-                "history": self.history}
+        self.model.to("cpu")
+        self.device = torch.device("cpu")
+        return {"valid": self.valid_metrics(), "epochs": self.epoch, "history": self.history}
+
+    def train_epoch(self) -> dict:
+        """The rest of the current epoch (all of it, unless resumed mid-epoch), validation, checkpoint."""
+        hp = self.hp
+        started = time.monotonic()
+        batches = bucketed_batches(self.train_windows, hp.batch_size, hp.seed, self.epoch)
+        remaining = BatchDataset(self.train_windows, batches[self.step_in_epoch :])
+        # Its own generator: a loader drawing from the global RNG would shift dropout on resume.
+        loader = torch.utils.data.DataLoader(
+            remaining, batch_size=None, shuffle=False, num_workers=hp.num_workers,
+            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(hp.seed + self.epoch),
+        )
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # no device sync per step
+        answers = 0
+        for batch in loader:
+            n = int(batch["mask"].sum())  # on the host copy
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            _, loss = self.model(batch["tokens"], batch["targets"], batch["mask"])  # mean over the batch's answers
+            # Bucketed batches of short windows hold few answers; their mean would weigh each answer up to
+            # max_seq_len times more than a batch of long windows does. A fixed denominator weighs all alike.
+            self.optimizer.zero_grad(set_to_none=True)
+            (loss * (n / self.answers_per_batch)).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip)
+            self.optimizer.step()
+            loss_sum += loss.detach() * n
+            answers += n
+            self.step_in_epoch += 1
+            self.global_step += 1
+            if self.stop_requested:
+                self.save_checkpoint()
+                raise Interrupted(f"checkpointed at epoch {self.epoch} step {self.step_in_epoch}")
+            if self.global_step % hp.checkpoint_every == 0:
+                self.save_checkpoint()
+        seconds = time.monotonic() - started
+        valid = self.valid_metrics()
+        record = {"epoch": self.epoch + 1, "train_loss": float(loss_sum) / max(1, answers), "valid": valid,
+                  "answers": answers, "interactions_per_s": answers / max(seconds, 1e-9), "seconds": seconds}
+        self.history.append(record)
+        print(
+            f"epoch={self.epoch + 1}; train_loss={record['train_loss']:.5f}; valid_auc={valid['auc']:.5f}; "
+            f"valid_ece={valid['ece']:.5f}; interactions_per_s={record['interactions_per_s']:.0f};",
+            flush=True,
+        )
+        if valid["auc"] > self.best_auc + 1e-4:
+            self.best_auc = valid["auc"]
+            self.best_state = self._cpu_state()
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.save_checkpoint()
+        return record
+
+    def valid_metrics(self) -> dict[str, float]:
+        return metrics(*predict_windows(self.model, self.valid_windows))
 
     # --- artifact --------------------------------------------------------------
     def model_info(self, result: dict) -> dict:
@@ -291,6 +329,8 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> dict:
     if hp.threads:
         torch.set_num_threads(hp.threads)
     trainer = Trainer(hp, paths)
+    log.info("training on %s (%d threads), %d train windows, %d valid windows", trainer.device,
+             torch.get_num_threads(), len(trainer.train_windows), len(trainer.valid_windows))
 
     def on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
         trainer.stop_requested = True

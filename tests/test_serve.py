@@ -1,0 +1,166 @@
+"""The endpoint over real HTTP on 127.0.0.1: the SageMaker hosting contract, each 4xx, and loading from the tarball."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from kt import artifact, serve
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANSWER = {"skill_id": 1, "correct": 1}
+
+
+@pytest.fixture(scope="module")
+def model_tar(tiny_model_dir, tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("endpoint") / "model.tar.gz")
+    artifact.pack(tiny_model_dir, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def endpoint(model_tar):
+    with serve.running(model_tar, environment_vars={"SAGEMAKER_MAX_PAYLOAD_IN_MB": "1"}) as running, \
+            httpx.Client(base_url=running.url, timeout=60) as client:
+        yield client
+
+
+def _post(client: httpx.Client, body, content_type: str = "application/json", **headers) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post("/invocations", content=content, headers={"Content-Type": content_type, **headers})
+
+
+def test_ping_and_a_valid_request(endpoint, tiny_model_dir):
+    assert endpoint.get("/ping").status_code == 200
+    reply = _post(endpoint, {"user_sequence": [ANSWER, {"skill_id": 2, "correct": 0}]})
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("application/json")
+    body = reply.json()
+    info = artifact.read_info(tiny_model_dir)
+    assert sorted(map(int, body["mastery"])) == sorted(info["skill_ids"])
+    assert body["model_version"] == info["model_version"] and body["next_skill_recommendation"] in (1, 2)
+
+
+def test_accept_defaults_to_json_and_jsonlines_batches_work(endpoint):
+    lines = "\n".join(json.dumps({"user_id": f"u{i}", "user_sequence": [ANSWER] * i}) for i in range(3))
+    reply = _post(endpoint, lines.encode(), "application/jsonlines", Accept="application/jsonlines")
+    assert reply.status_code == 200
+    assert [json.loads(line)["user_id"] for line in reply.text.splitlines()] == ["u0", "u1", "u2"]
+    assert _post(endpoint, {"user_sequence": []}, Accept="*/*").json()["mastery"]
+
+
+def test_batch_transform_asks_for_execution_parameters(endpoint):
+    assert endpoint.get("/execution-parameters").json() == {
+        "MaxConcurrentTransforms": 1, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 1}
+
+
+@pytest.mark.parametrize("body,content_type,headers,status,error,field", [
+    (b"{oops", "application/json", {}, 400, "malformed JSON", "body"),
+    (b"\xff\xfe", "application/json", {}, 400, "not UTF-8", "body"),
+    ({"user_sequence": []}, "text/csv", {}, 415, "unsupported content type", "Content-Type"),
+    ({"user_sequence": []}, "application/json", {"Accept": "text/html"}, 406, "unsupported accept type", "Accept"),
+    ([1, 2], "application/json", {}, 400, "must be a JSON object", "body"),
+    ({"user": "x"}, "application/json", {}, 400, "user_sequence is required", "user_sequence"),
+    ({"user_sequence": [{"skill_id": 1}]}, "application/json", {}, 400, "correct is required",
+     "user_sequence[0].correct"),
+    ({"user_sequence": [{"skill_id": 1, "correct": 3}]}, "application/json", {}, 400, "correct must be 0 or 1",
+     "user_sequence[0].correct"),
+    ({"user_sequence": [{"skill_id": 777, "correct": 1}, {"skill_id": 555, "correct": 1}]}, "application/json", {},
+     400, "unknown skill ids: [555, 777]", "user_sequence[0].skill_id"),
+    ({"user_sequence": [ANSWER] * 10_001}, "application/json", {}, 413, "the limit is 10000", "user_sequence"),
+    ({"user_sequence": [], "state": {"model_version": "old", "answers": 0, "skills": [], "lstm": ""}},
+     "application/json", {}, 409, "state was computed by model 'old'", "state.model_version"),
+])
+def test_each_bad_request_gets_its_4xx_and_a_json_body_naming_the_field(endpoint, body, content_type, headers, status,
+                                                                        error, field):
+    reply = _post(endpoint, body, content_type, **headers)
+    assert reply.status_code == status
+    assert reply.headers["content-type"].startswith("application/json")
+    assert error in reply.json()["error"] and reply.json()["field"] == field
+    assert endpoint.get("/ping").status_code == 200  # and the worker is still there
+
+
+def test_a_body_over_the_payload_limit_is_a_413_before_it_is_read(endpoint):
+    reply = _post(endpoint, b"x" * ((1 << 20) + 1))
+    assert reply.status_code == 413 and reply.json() == {"error": "the body exceeds 1 MB", "field": "body"}
+
+
+def test_routes_and_methods_outside_the_contract(endpoint):
+    assert endpoint.get("/invocations").status_code == 405
+    assert endpoint.get("/predict").status_code == 404
+
+
+def test_the_handlers_come_from_the_tarball_and_a_crash_is_a_500_that_keeps_serving(tiny_model_dir, tmp_path):
+    """A tarball whose code/inference.py differs from the checkout's: the endpoint runs the tarball's."""
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(tiny_model_dir, model_dir)
+    with open(os.path.join(model_dir, "code", "inference.py"), "a") as f:
+        f.write(
+            "\n_predict_fn = predict_fn\n\n\n"
+            "def predict_fn(data, model):\n"
+            "    if data['lines'][0].get('user_id') == 'boom':\n"
+            "        raise RuntimeError('a bug in the handler')\n"
+            "    out = _predict_fn(data, model)\n"
+            "    out['results'][0]['served_by'] = __file__\n"
+            "    return out\n"
+        )
+    artifact.pack(model_dir, str(tmp_path / "model.tar.gz"))
+    with serve.running(str(tmp_path / "model.tar.gz")) as running, httpx.Client(base_url=running.url) as client:
+        served_by = _post(client, {"user_sequence": []}).json()["served_by"]
+        assert served_by.endswith(os.path.join("model", "code", "inference.py")) and "kt-endpoint-" in served_by
+        crash = _post(client, {"user_id": "boom", "user_sequence": []})
+        assert crash.status_code == 500
+        assert crash.json() == {"error": "internal error in the model handler", "field": None}  # no traceback
+        assert _post(client, {"user_sequence": [ANSWER]}).status_code == 200
+
+
+def test_a_model_that_cannot_load_fails_at_start(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    artifact.pack(str(tmp_path / "model"), str(tmp_path / "broken.tar.gz"))
+    with pytest.raises(RuntimeError, match="did not start"):
+        with serve.running(str(tmp_path / "broken.tar.gz")):
+            pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_kt_endpoint_serve_with_two_workers_until_sigterm(model_tar):
+    port = _free_port()
+    command = [sys.executable, "-m", "kt.cli", "endpoint", "serve", "--model", model_tar, "--port", str(port),
+               "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()  # printed once /ping answered
+        assert f"at http://127.0.0.1:{port}" in line
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            replies = [_post(client, {"user_sequence": [ANSWER] * n}) for n in range(6)]
+        assert all(r.status_code == 200 for r in replies)
+        workers = [p for p in _children(_children(process.pid)[0]) if b"spawn_main" in _cmdline(p)]
+        assert len(workers) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
