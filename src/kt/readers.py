@@ -13,6 +13,7 @@ elapsed_ms int32 (nullable), had_explanation bool (nullable).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -189,7 +190,8 @@ def _csv_batches(uri: str, columns: tuple[str, ...], rejects: _Rejects) -> Itera
     """Stream a CSV as all-string batches; rows with the wrong column count go to the quarantine."""
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
-        rejects.add("wrong_column_count", [row.text])
+        if row.text.strip():  # a line of blanks holds no row (Spark's CSV reader skips it too)
+            rejects.add("wrong_column_count", [row.text])
         return "skip"
 
     if lake.size(uri) == 0:
@@ -197,7 +199,7 @@ def _csv_batches(uri: str, columns: tuple[str, ...], rejects: _Rejects) -> Itera
     with lake.open_read(uri) as f:
         try:
             reader = pacsv.open_csv(
-                f,
+                ReplacingUtf8(f),
                 read_options=pacsv.ReadOptions(block_size=BLOCK_SIZE, use_threads=False),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
                 convert_options=pacsv.ConvertOptions(
@@ -211,26 +213,70 @@ def _csv_batches(uri: str, columns: tuple[str, ...], rejects: _Rejects) -> Itera
         yield from reader
 
 
+class ReplacingUtf8:
+    """A binary stream in which bytes that are not UTF-8 read as U+FFFD, as Spark reads them.
+
+    pyarrow cannot hand a row with such bytes to the invalid-row handler (it fails
+    decoding the row's text), so without this a short row with a stray byte would
+    stop the whole ETL instead of going to the quarantine.
+    """
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = b""
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.pending) < size:
+            chunk = self.raw.read(size if size > 0 else -1)
+            self.pending += self.decoder.decode(chunk, final=not chunk).encode("utf-8")
+            if not chunk or size < 0:
+                break
+        if size < 0:
+            out, self.pending = self.pending, b""
+        else:
+            out, self.pending = self.pending[:size], self.pending[size:]
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class RowIdSet:
-    """Row ids seen so far, as a growable bitmap: ~13 MB for 100M ids."""
+    """Row ids seen so far: a growable bitmap for ids below BITMAP_IDS (~100 MB for Riiid's 101M), a set above."""
+
+    BITMAP_IDS = 1 << 28  # an 18-digit id must not size the bitmap
 
     def __init__(self) -> None:
         self.bits = np.zeros(1 << 20, dtype=bool)
+        self.large: set[int] = set()
 
     def first_seen(self, row_ids: np.ndarray) -> np.ndarray:
         """Mark ids as seen; True where an id appears for the first time (in order)."""
         if len(row_ids) == 0:
             return np.zeros(0, dtype=bool)
-        top = int(row_ids.max())
-        if top >= len(self.bits):
-            grown = np.zeros(max(top + 1, 2 * len(self.bits)), dtype=bool)
-            grown[: len(self.bits)] = self.bits
-            self.bits = grown
         _, first_index = np.unique(row_ids, return_index=True)
-        first_in_block = np.zeros(len(row_ids), dtype=bool)
-        first_in_block[first_index] = True
-        fresh = first_in_block & ~self.bits[row_ids]
-        self.bits[row_ids] = True
+        fresh = np.zeros(len(row_ids), dtype=bool)
+        fresh[first_index] = True
+        small = row_ids < self.BITMAP_IDS
+        ids = row_ids[small]
+        if len(ids):
+            top = int(ids.max())
+            if top >= len(self.bits):
+                grown = np.zeros(max(top + 1, 2 * len(self.bits)), dtype=bool)
+                grown[: len(self.bits)] = self.bits
+                self.bits = grown
+            fresh[small] &= ~self.bits[ids]
+            self.bits[ids] = True
+        for i in np.flatnonzero(~small):
+            row_id = int(row_ids[i])
+            if row_id in self.large:
+                fresh[i] = False
+            self.large.add(row_id)
         return fresh
 
 
@@ -322,9 +368,11 @@ def read_kt1(kt1_dir: str, questions: Questions) -> Iterator[Batch]:
     """
     pending: list[Batch] = []
     pending_rows = 0
+    root = kt1_dir.rstrip("/")
     for uri in lake.list_files(kt1_dir):
         name = uri.rsplit("/", 1)[-1]
-        if not name.endswith(".csv"):
+        # Like Spark and Hadoop, skip hidden names (_SUCCESS, macOS ._u1.csv, _tmp/ folders) below the root.
+        if not name.endswith(".csv") or any(part[:1] in "_." for part in uri[len(root):].split("/") if part):
             continue
         batch = _read_kt1_file(uri, f"KT1/{name}", questions)
         pending.append(batch)

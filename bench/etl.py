@@ -1,0 +1,170 @@
+"""ETL throughput and memory: Spark (kt.spark_etl, local[*]) vs the Python reference (kt.etl), same data, same run.
+
+    .venv/bin/python bench/etl.py                      # 1M and 5M interactions (Riiid format)
+    .venv/bin/python bench/etl.py --sizes 200000       # a quick look
+
+Synthetic raw data, written fast with numpy/pyarrow (kt.sample simulates
+students one answer at a time, far too slow at this size): ~170 answers per
+user as in EdNet, 13,523 questions over 188 skills, 2% lectures, timestamp
+ties inside bundles, a few malformed rows of several kinds.
+
+Each engine runs in its own subprocess (``--engine python|spark``), so its
+peak RSS is its own: the process tree (Python, and for Spark its JVM) is
+sampled every 0.2 s with psutil and the largest sum is kept. Wall time is the
+whole subprocess (interpreter, JVM and SparkSession start included); the
+"etl s" column is the manifest's duration_s (the ETL call alone). After both
+runs the outputs are compared (manifest counts and every sequence).
+Targets (issue 3), on this 2-core box: Spark 5M rows end to end < 60 s;
+peak RSS < 4 GiB for each engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "src"))
+
+from kt.schema import RIIID_COLUMNS, RIIID_QUESTION_COLUMNS  # noqa: E402
+
+QUESTIONS = 13_523
+SKILLS = 188
+ANSWERS_PER_USER = 170
+LECTURE_SHARE = 0.02
+MALFORMED_SHARE = 0.0005
+SAMPLE_S = 0.2
+GIB = 1 << 30
+
+
+def generate(raw: str, rows: int, seed: int = 0) -> None:
+    """Riiid-format train.csv and questions.csv with `rows` interactions, vectorized."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(raw, exist_ok=True)
+    q = np.arange(QUESTIONS)
+    tags = pc.binary_join_element_wise(
+        pa.array((rng.integers(0, SKILLS, QUESTIONS) + 1).astype(str)),
+        pa.array(np.where(rng.random(QUESTIONS) < 0.3, (rng.integers(0, SKILLS, QUESTIONS) + 1).astype(str), "")),
+        " ")
+    questions = pa.table({
+        "question_id": q, "bundle_id": q, "correct_answer": rng.integers(0, 4, QUESTIONS),
+        "part": rng.integers(1, 8, QUESTIONS), "tags": pc.utf8_trim_whitespace(tags)}).select(list(RIIID_QUESTION_COLUMNS))
+    pacsv.write_csv(questions, os.path.join(raw, "questions.csv"))
+
+    users = max(1, rows // ANSWERS_PER_USER)
+    user_id = np.sort(rng.integers(0, users, rows)) * 37 + 115  # grouped by user, as Riiid's train.csv
+    starts = np.flatnonzero(np.r_[True, np.diff(user_id) != 0])
+    position = np.arange(rows) - np.repeat(starts, np.diff(np.r_[starts, rows]))
+    bundle = position // 2  # pairs of answers share a container and a timestamp: ties
+    timestamp = (user_id % 1000) * 10**8 + bundle * 40_000
+    lecture = rng.random(rows) < LECTURE_SHARE
+    content_id = np.where(lecture, rng.integers(0, 30_000, rows) + 100_000, rng.integers(0, QUESTIONS, rows))
+    answered = rng.integers(0, 2, rows)
+    explanation = pc.take(pa.array(["", "True", "False"]), pa.array(np.where(position == 0, 0, rng.integers(1, 3, rows))))
+    elapsed = pc.take(pa.array(["", "38000.0", "21000.0", "7500.5"]),
+                      pa.array(np.where(position == 0, 0, rng.integers(1, 4, rows))))
+    table = pa.table({
+        "row_id": np.arange(rows), "timestamp": timestamp, "user_id": user_id, "content_id": content_id,
+        "content_type_id": lecture.astype(np.int8), "task_container_id": bundle,
+        "user_answer": np.where(lecture, -1, rng.integers(0, 4, rows)), "answered_correctly": np.where(lecture, -1, answered),
+        "prior_question_elapsed_time": elapsed, "prior_question_had_explanation": explanation,
+    }).select(list(RIIID_COLUMNS))
+    strings = table.cast(pa.schema([(c, pa.string()) for c in RIIID_COLUMNS]))
+    bad = np.flatnonzero(rng.random(rows) < MALFORMED_SHARE)  # a few bad values of several kinds
+    columns = {c: strings[c].to_numpy(zero_copy_only=False).astype(object) for c in ("user_id", "timestamp", "answered_correctly")}
+    columns["user_id"][bad[0::3]] = "not-a-user"
+    columns["timestamp"][bad[1::3]] = "yesterday"
+    columns["answered_correctly"][bad[2::3]] = "2"
+    for name, values in columns.items():
+        strings = strings.set_column(strings.schema.get_field_index(name), name, pa.array(values, pa.string()))
+    options = pacsv.WriteOptions(quoting_style="none")
+    pacsv.write_csv(strings, os.path.join(raw, "train.csv"), write_options=options)
+    with open(os.path.join(raw, "train.csv"), "ab") as f:  # a duplicate row_id and a short row
+        f.write(b"0,1,115,1,0,0,0,1,,\n1,2,115\n")
+
+
+def child(engine: str, raw: str, processed: str) -> None:
+    """Run one engine (in this subprocess) and print its manifest as JSON."""
+    if engine == "python":
+        from kt import etl
+
+        manifest = etl.run_etl(raw, processed, progress=False)
+    else:
+        from kt import spark_etl
+
+        manifest = spark_etl.run(raw, processed)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "inputs"}))
+
+
+def measure(engine: str, raw: str, processed: str) -> dict:
+    """Wall time and peak RSS (sum over the process tree, sampled) of one engine's subprocess."""
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", engine, raw, processed],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(SAMPLE_S)
+    wall = time.monotonic() - started
+    out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} failed ({proc.returncode})")
+    manifest = json.loads(out.strip().splitlines()[-1])
+    return {"engine": engine, "wall_s": wall, "etl_s": manifest["duration_s"], "rows_in": manifest["rows_in"],
+            "peak_rss_gib": peak / GIB, "manifest": manifest}
+
+
+def same_output(python_out: str, spark_out: str, a: dict, b: dict) -> bool:
+    from kt.data import read_sequences
+
+    drop = {"engine", "duration_s", "created_at", "buckets"}
+    counts_equal = {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    return counts_equal and read_sequences(python_out).equals(read_sequences(spark_out))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--keep", help="directory for the data (default: a temporary one)")
+    args = parser.parse_args(argv)
+    print(f"{'rows':>10} {'engine':>7} {'wall s':>7} {'etl s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'wall vs python':>14}")
+    with tempfile.TemporaryDirectory(prefix="kt-bench-etl-", dir=args.keep) as tmp:
+        for size in args.sizes:
+            raw = os.path.join(tmp, f"raw-{size}")
+            started = time.monotonic()
+            generate(raw, size)
+            mb = os.path.getsize(os.path.join(raw, "train.csv")) / 1e6
+            print(f"# {size:,} rows: {mb:.0f} MB of CSV generated in {time.monotonic() - started:.1f} s", flush=True)
+            results = {}
+            for engine in ("python", "spark"):
+                results[engine] = measure(engine, raw, os.path.join(tmp, f"{engine}-{size}"))
+            for engine, r in results.items():
+                ratio = r["wall_s"] / results["python"]["wall_s"]
+                print(f"{size:>10,} {engine:>7} {r['wall_s']:>7.1f} {r['etl_s']:>7.1f} {r['rows_in'] / r['wall_s']:>9,.0f} "
+                      f"{r['peak_rss_gib']:>12.2f} {ratio:>14.2f}", flush=True)
+            equal = same_output(os.path.join(tmp, f"python-{size}"), os.path.join(tmp, f"spark-{size}"),
+                                results["python"]["manifest"], results["spark"]["manifest"])
+            print(f"# identical output: {equal}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(*sys.argv[2:])
+    else:
+        main()

@@ -1,0 +1,289 @@
+"""The Spark ETL (kt.spark_etl, glue/ednet_preprocessor.py) against the reference ETL, row by row.
+
+Both engines run on the same raw files: the sample lake in both formats, an S3
+lake (moto server), and crafted edge cases (timestamp ties, lectures, duplicate
+row ids, unknown and untagged content, one-answer users, a 20,000-answer user,
+empty and header-only files, non-UTF-8 bytes, wrong column counts, quoting,
+several files of one KT1 user, files Spark's listing would hide). Equal means:
+same manifest (but engine, timing and bucket count), same sequences table
+(users, splits, every list), same skills, same quarantine multiset. One local
+SparkSession serves the whole run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import socket
+from collections import Counter
+
+import pyarrow.parquet as pq
+import pytest
+
+from kt import etl, lake, sample, spark_etl
+from kt.data import read_sequences, read_skills
+from kt.schema import KT1_COLUMNS, QUARANTINE_REASONS, QUARANTINE_SCHEMA, RIIID_COLUMNS, SEQUENCES_SCHEMA, SKILLS_SCHEMA
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MANIFEST_ONLY_PER_ENGINE = {"engine", "duration_s", "created_at", "buckets"}
+RIIID_QUESTIONS = (
+    "question_id,bundle_id,correct_answer,part,tags\n"
+    "1,1,0,1,5 7\n2,2,1,2,6\n3,3,2,1,\n4,4,3,3,9\n2,2,1,2,8\n"  # 3 untagged; 9 unmapped; id 2 twice: the last wins
+)
+KT1_QUESTIONS = (
+    "question_id,bundle_id,explanation_id,correct_answer,part,tags,deployed_at\n"
+    "q1,b1,e1,b,1,5;7,0\nq2,b2,e2,a,2,6,0\nq3,b3,e3,c,1,,0\nq4,b4,e4,d,3,9,0\n"
+)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one SparkSession of the test run: 2 local cores, few shuffle partitions, no UI."""
+    session = spark_etl.local_session("local[2]", driver_memory="1g", shuffle_partitions=2)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def assert_same_output(reference: str, out: str, ref_manifest: dict, spark_manifest: dict) -> None:
+    """Both engines wrote the same rows, the contract's schemas and the same manifest counts."""
+    assert spark_manifest["engine"] == "spark"
+    assert set(spark_manifest) == set(ref_manifest)
+    assert ({k: v for k, v in spark_manifest.items() if k not in MANIFEST_ONLY_PER_ENGINE}
+            == {k: v for k, v in ref_manifest.items() if k not in MANIFEST_ONLY_PER_ENGINE})
+    assert spark_manifest["rows_in"] == spark_manifest["rows_out"] + spark_manifest["lectures"] + spark_manifest["quarantined"]
+
+    sequences = read_sequences(out)
+    assert sequences.schema.equals(SEQUENCES_SCHEMA)
+    assert sequences.to_pylist() == read_sequences(reference).to_pylist()
+    for file in lake.list_files(lake.join(out, "sequences.parquet")):  # only parquet parts: no _SUCCESS, no .crc
+        assert pq.read_schema(file).equals(SEQUENCES_SCHEMA)
+    skills = read_skills(out)
+    assert skills.schema.equals(SKILLS_SCHEMA)
+    assert skills.to_pylist() == read_skills(reference).to_pylist()
+    quarantine = pq.read_table(lake.join(out, "_quarantine"))
+    assert quarantine.schema.equals(QUARANTINE_SCHEMA)
+    assert quarantine.num_rows == spark_manifest["quarantined"]
+    expected = pq.read_table(lake.join(reference, "_quarantine"))
+    assert Counter(map(tuple, (r.values() for r in quarantine.to_pylist()))) == Counter(
+        map(tuple, (r.values() for r in expected.to_pylist())))
+
+
+def both(raw: str, base: str, spark) -> tuple[dict, dict]:
+    """Run the reference into base/reference and Spark into base/spark."""
+    ref_manifest = etl.run_etl(raw, f"{base}/reference", progress=False)
+    spark_manifest = spark_etl.run(raw, f"{base}/spark", spark=spark)
+    assert_same_output(f"{base}/reference", f"{base}/spark", ref_manifest, spark_manifest)
+    return ref_manifest, spark_manifest
+
+
+@pytest.fixture(scope="module")
+def kt1_lake(tmp_path_factory) -> str:
+    """A small KT1-format sample lake with the reference ETL's output."""
+    root = str(tmp_path_factory.mktemp("kt1-lake"))
+    sample.generate(root, users=60, skills=8, fmt="kt1", seed=5, tutor_users=0)
+    etl.run_etl(f"{root}/raw/ednet", f"{root}/processed/ednet", progress=False)
+    return root
+
+
+def _manifest(processed: str) -> dict:
+    import json
+
+    return json.loads(lake.read_text(lake.join(processed, "_manifest.json")))
+
+
+@pytest.mark.slow
+def test_riiid_sample_is_identical(sample_lake, spark, tmp_path):
+    out = str(tmp_path / "spark")
+    manifest = spark_etl.run(f"{sample_lake}/raw/ednet", out, spark=spark)
+    reference = f"{sample_lake}/processed/ednet"
+    assert_same_output(reference, out, _manifest(reference), manifest)
+    assert manifest["lectures"] > 0 and manifest["quarantined"] > 0
+    assert manifest == _manifest(out)
+
+
+@pytest.mark.slow
+def test_glue_script_runs_locally_on_kt1(kt1_lake, spark, tmp_path):
+    """glue/ednet_preprocessor.py without awsglue: plain PySpark, the same arguments as on Glue."""
+    spec = importlib.util.spec_from_file_location("ednet_preprocessor", os.path.join(REPO, "glue", "ednet_preprocessor.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = str(tmp_path / "spark")
+    manifest = script.main(["--JOB_NAME", "ednet-preprocessor", "--raw", f"{kt1_lake}/raw/ednet", "--processed", out,
+                            "--format", "kt1", "--skill-mappings", f"{kt1_lake}/raw/ednet/skill_mappings.json"])
+    reference = f"{kt1_lake}/processed/ednet"
+    assert_same_output(reference, out, _manifest(reference), manifest)
+    assert manifest["format"] == "kt1" and manifest["users"] == 60
+    assert not spark.sparkContext._jsc.sc().isStopped()  # the script reuses a running session and leaves it running
+
+
+@pytest.fixture
+def s3_lake(monkeypatch):
+    """An empty bucket on a moto server, reached by pyarrow through AWS_ENDPOINT_URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="lake")
+    yield "s3://lake"
+    server.stop()
+
+
+@pytest.mark.slow
+def test_s3_lake_is_staged_and_published(kt1_lake, spark, s3_lake):
+    """Local Spark cannot read s3://: inputs are staged, outputs published; the rows do not change."""
+    local_raw = f"{kt1_lake}/raw/ednet"
+    for file in lake.list_files(local_raw):
+        lake.write_bytes(f"{s3_lake}/raw/ednet/{os.path.relpath(file, local_raw)}", lake.read_bytes(file))
+    manifest = spark_etl.run(f"{s3_lake}/raw/ednet", f"{s3_lake}/processed/ednet", spark=spark)
+    reference = _manifest(f"{kt1_lake}/processed/ednet")
+    assert [(i["bytes"], i["sha256"]) for i in manifest["inputs"]] == [(i["bytes"], i["sha256"]) for i in reference["inputs"]]
+    assert all(i["path"].startswith(f"{s3_lake}/raw/ednet/") for i in manifest["inputs"])
+    for key in ("rows_in", "rows_out", "lectures", "quarantined_by_reason", "users_by_split", "rows_by_split", "skills"):
+        assert manifest[key] == reference[key]
+    assert read_sequences(f"{s3_lake}/processed/ednet").to_pylist() == read_sequences(f"{kt1_lake}/processed/ednet").to_pylist()
+    assert _manifest(f"{s3_lake}/processed/ednet")["engine"] == "spark"
+
+
+def _riiid_rows(rng: random.Random) -> list[bytes]:
+    """Crafted Riiid rows: one per rule of kt.readers.read_riiid, plus ties and a 20,000-answer user."""
+    rows = [
+        # user 1: ties on timestamp, then on task_container_id; an earlier answer last in the file
+        "10,1000,1,1,0,5,0,1,,", "11,1000,1,2,0,4,1,0,38000.0,True", "12,1000,1,1,0,4,0,1,2.5,False",
+        "13,900,1,1,0,3,0,1,3.5,",
+        "14,950,1,9999,1,3,-1,-1,,",  # lecture: counted, even with an unknown content id
+        "15,960,1,9999,1,x,-1,-1,,",  # lecture with a bad container: quarantined first
+        "119999,50,1,4,0,0,0,1,,",  # this id comes back inside the big user: the later row is the duplicate
+        "10,5000,2,1,0,1,0,1,,",  # duplicate_row_id
+        "16,100,abc,1,0,0,0,1,,", "16,200,3,1,0,0,0,1,,",  # an id is seen even when its row is quarantined
+        "x7,100,3,1,0,0,0,1,,", "0017,110,3,1,0,0,0,1,,", "17,120,3,1,0,0,0,1,,",  # bad id; 0017 == 17
+        "18,130,3,99,0,0,0,1,,", "19,140,3,3,0,0,0,1,,", "20,150,3,4,0,0,0,1,,", "21,160,3,2,0,0,1,0,,",
+        "22,170,4,1,0,0,0,1,,",  # a user with one answer
+        "23,180,5,1,0,0,0,2,,", "24,yesterday,5,1,0,0,0,1,,", "25,190,5,q1,0,0,0,1,,", "26,200,5,1,7,0,0,1,,",
+        "27,210,5,1,0,0,0,1,1.,true", "28,220,5,1,0,0,0,1,2147483647.0,", "29,230,5,1,0,0,0,1,1234567890123.0,",
+        "30,240,5,1,0,0,0,1,-5,", "301,241,5,1,0,0,0,0,,",
+        '"31","250","6","1","0","0","0","1","",""', '32,260,6,"1,2",0,0,0,1,,',  # quoted values
+        "33,270,007,1,0,0,0,1,,", "34,280,7,1,0,0,0,1,,",  # 007 is user 7
+        "37,310,8", "38,320,8,1,0,0,0,1,,,extra", '"39,330",8,1', "",  # wrong column counts; an empty line
+        "40,340,9,1,0,0,0,1,,", "41,,9,1,0,0,0,1,,", "42,350,9,,0,0,0,1,,",
+    ]
+    data = [r.encode() for r in rows]
+    data += [b"35,290,8,1,0,0,\xff,1,,\xfe", b"36,300,\xff\xfe,1,0,0,0,1,,", b"43,310,8,2,0,\xe2\x82,0,1,,"]
+    big = [f"{100_000 + i},{i // 3},1000,{(1, 2, 4)[i % 3]},0,{(i // 2) % 7},0,{i % 2},{i % 50}000.0,{i % 2 == 0}"
+           for i in range(20_000)]
+    rng.shuffle(big)  # the file order is not the answer order
+    data += [r.encode() for r in big]
+    data += [b"50,400,1000,1,0,0,0,1,,"]
+    return data
+
+
+@pytest.mark.slow
+def test_riiid_edge_cases_are_identical(spark, tmp_path, monkeypatch):
+    import kt.readers
+
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/questions.csv", RIIID_QUESTIONS)
+    body = b"\n".join([",".join(RIIID_COLUMNS).encode(), *_riiid_rows(random.Random(5))]) + b"\n"
+    lake.write_bytes(f"{raw}/train.csv", body)
+    monkeypatch.setattr(kt.readers, "BLOCK_SIZE", 1 << 16)  # the reference streams many blocks...
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(1 << 16))  # ...and Spark reads many splits
+    try:
+        _, manifest = both(raw, str(tmp_path), spark)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert set(manifest["quarantined_by_reason"]) == set(QUARANTINE_REASONS) - {"bad_user_answer"}
+    assert manifest["lectures"] == 1 and manifest["unmapped_skills"] == 1
+    users = {s["user_id"]: s for s in read_sequences(str(tmp_path / "spark")).to_pylist()}
+    assert users[1]["timestamp"][:4] == [50, 900, 1000, 1000] and users[1]["content_id"][2:5] == [2, 1, 1]
+    assert users[1000]["n"] == 20_000 and users[4]["n"] == 1  # one of its 20,000 ids came earlier
+    assert users[1]["elapsed_ms"][2:4] == [38000, 2]  # 2.5 rounds half to even
+
+
+def _kt1_files(rng: random.Random) -> dict[str, bytes]:
+    header = ",".join(KT1_COLUMNS) + "\n"
+    u1 = [
+        "1000,5,q1,b,5000", "1000,4,q2,b,5000", "1000,4,q1,a,4000", "900,3,q4,d,99999999999",
+        "later,2,q1,b,100", "1002,2,x1,b,100", "1003,s,q1,b,100", "1004,3,q1,e,100", "1005,3,q1,,100",
+        "1006,4,q99,a,100", "1007,4,q3,c,100", "1008,5,q1",
+    ]
+    big = [f"{i // 4},{i // 2},q{(1, 2, 4)[i % 3]},{'abcd'[i % 4]},{i % 90}000" for i in range(20_000)]
+    rng.shuffle(big)
+    return {
+        "u1.csv": (header + "\n".join(u1) + "\n").encode() + b"1009,5,q1,\xff,1\n1010,6,q1,b,\xfe\n",
+        "sub/u1.csv": (header + "1000,4,q2,a,1\n1000,4,q4,d,2\n").encode(),  # user 1 again: ties across files
+        "u001.csv": (header + "1000,4,q1,b,3\n").encode(),
+        "u2.csv": (header + "5,1,q2,a,1000\n").encode(),  # one answer
+        "u3.csv": (header + "\n".join(big) + "\n").encode(),  # 20,000 answers, many ties
+        "u4.csv": b"",  # empty
+        "u5.csv": header.encode(),  # header only
+        "ux.csv": (header + "1,1,q1,b,1\n2,1,q1\n").encode(),  # bad_user_id (file name), then a short row
+        "notes.txt": b"not read, but an input\n",
+        "u8.csv": (header.replace("\n", "\r\n") + "9,1,q2,a,1\r\n9,1,q1,c,1\r\n10,1\r\n").encode(),  # CRLF
+    }
+
+
+@pytest.mark.slow
+def test_kt1_edge_cases_are_identical(spark, tmp_path):
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/contents/questions.csv", KT1_QUESTIONS)
+    for name, data in _kt1_files(random.Random(7)).items():
+        lake.write_bytes(f"{raw}/KT1/{name}", data)
+    _, manifest = both(raw, str(tmp_path), spark)
+    assert set(manifest["quarantined_by_reason"]) == {
+        "wrong_column_count", "bad_user_id", "bad_timestamp", "bad_content_id", "bad_task_container_id",
+        "bad_user_answer", "unknown_content_id", "untagged_content"}
+    assert len(manifest["inputs"]) == 11  # every file under KT1/ (notes.txt too) and the questions
+    users = {s["user_id"]: s for s in read_sequences(str(tmp_path / "spark")).to_pylist()}
+    assert sorted(users) == [1, 2, 3, 8]
+    assert users[1]["n"] == 8 and users[3]["n"] == 20_000 and users[2]["n"] == 1
+
+
+@pytest.mark.slow
+def test_whitespace_only_line(spark, tmp_path):
+    """A line of blanks holds no row: neither engine counts it."""
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/questions.csv", RIIID_QUESTIONS)
+    lake.write_text(f"{raw}/train.csv", ",".join(RIIID_COLUMNS) + "\n1,1,1,1,0,0,0,1,,\n   \n2,2,1,1,0,0,0,1,,\n")
+    manifest, _ = both(raw, str(tmp_path), spark)
+    assert (manifest["rows_in"], manifest["rows_out"], manifest["quarantined"]) == (2, 2, 0)
+
+
+@pytest.mark.slow
+def test_hidden_kt1_files(spark, tmp_path):
+    """Hidden names (_x, .x, _dir/) are not data: both engines skip them, as Hadoop listings do."""
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/contents/questions.csv", KT1_QUESTIONS)
+    header = ",".join(KT1_COLUMNS) + "\n"
+    for name in ("u1.csv", "_u6.csv", ".u7.csv", "_tmp/u9.csv"):
+        lake.write_text(f"{raw}/KT1/{name}", header + "7,1,q1,b,1\n")
+    manifest, _ = both(raw, str(tmp_path), spark)
+    assert (manifest["rows_in"], manifest["users"]) == (1, 1)
+
+
+def test_wrong_column_count_with_non_utf8_bytes(spark, tmp_path):
+    """A short row with a stray byte is quarantined (U+FFFD in its text), not a crash."""
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/questions.csv", RIIID_QUESTIONS)
+    lake.write_bytes(f"{raw}/train.csv", ",".join(RIIID_COLUMNS).encode() + b"\n1,1,1,1,0,0,0,1,,\n2,2,\xff\n")
+    manifest, _ = both(raw, str(tmp_path), spark)
+    assert manifest["quarantined_by_reason"] == {"wrong_column_count": 1}
+    quarantine = pq.read_table(f"{tmp_path}/reference/_quarantine").to_pylist()
+    assert [q["raw"] for q in quarantine] == ["2,2,\ufffd"]
+
+
+def test_large_row_ids(spark, tmp_path):
+    """An 18-digit row_id does not size the duplicate bitmap (it would need 100 PB)."""
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/questions.csv", RIIID_QUESTIONS)
+    lake.write_text(f"{raw}/train.csv", ",".join(RIIID_COLUMNS) + "\n1,1,1,1,0,0,0,1,,\n100000000000000000,2,1,1,0,0,0,1,,\n"
+                    "100000000000000000,3,1,1,0,0,0,1,,\n")
+    manifest, _ = both(raw, str(tmp_path), spark)
+    assert manifest["quarantined_by_reason"] == {"duplicate_row_id": 1}
