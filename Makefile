@@ -14,7 +14,7 @@ else
 TORCH_SOURCE := --find-links $(TORCH_WHEELS)
 endif
 
-.PHONY: demo test lint lock package api clean help
+.PHONY: demo demo-fast test lint lock package api clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,7 +32,10 @@ $(LINT_VENV)/.installed: requirements-lint.txt $(VENV)/.installed
 	$(UV) pip install -q --python $(LINT_VENV)/bin/python -r requirements-lint.txt
 	touch $@
 
-demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students
+demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students, through the real Airflow DAGs
+	$(VENV)/bin/python -m kt.airflow_demo
+
+demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: python ETL, no DAG runs)
 	$(VENV)/bin/kt demo
 
 test: $(VENV)/.installed $(LINT_VENV)/.installed  ## run the test suite

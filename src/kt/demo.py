@@ -63,29 +63,59 @@ def run(settings: Settings, users: int = 2000, skills: int = 16, seed: int = 7, 
 
     t = _step(5, total, f"nightly mastery refresh for {RUN_DATE} into DynamoDB {settings.mastery_table}")
     with aws.local_aws(settings) as local:
-        summary = pipeline.refresh_local(local, RUN_DATE, run, work_dir)
+        refreshed = pipeline.refresh_local(local, RUN_DATE, run, work_dir)
         again = pipeline.refresh_local(dataclasses.replace(local), RUN_DATE, run, work_dir)
-        client = aws.client(local, "dynamodb")
-        rows = dynamo.scan_all(client, local.mastery_table)
-        sources = Counter(r["source"] for r in rows)
-        history = dynamo.scan_all(client, local.history_table)
-        busiest = Counter(h["user_id"] for h in history).most_common(1)[0][0]
-        chart_path = os.path.join(os.path.dirname(os.path.abspath(settings.lake)), "knowledge_state.png")
-        t = _step(6, total, f"spider chart of {busiest}")
-        pipeline.user_chart(local, busiest, chart_path)
-        busiest_row = dynamo.get_mastery(client, local.mastery_table, busiest)
-    print(f"    {chart_path}")
+        user = chart_busiest_user(local, 6, total)
+    print_summary(settings, Outcome(manifest, report, refreshed, again), user, started)
+    return 0
 
+
+@dataclasses.dataclass
+class Outcome:
+    """What the pipeline produced: the ETL manifest, the test report, the refresh and its rerun."""
+
+    manifest: dict
+    report: dict
+    refresh: pipeline.RefreshSummary
+    again: pipeline.RefreshSummary
+
+
+@dataclasses.dataclass
+class UserChart:
+    """The busiest tutor user's kt-mastery row, the sources of all rows, and where the chart went."""
+
+    user_id: str
+    row: dict
+    sources: dict[str, int]
+    chart_path: str
+
+
+def chart_busiest_user(local: Settings, step: int, total: int) -> UserChart:
+    """Draw the spider chart of the tutor user with the most answers in kt-history."""
+    client = aws.client(local, "dynamodb")
+    sources = Counter(r["source"] for r in dynamo.scan_all(client, local.mastery_table))
+    history = dynamo.scan_all(client, local.history_table)
+    busiest = Counter(h["user_id"] for h in history).most_common(1)[0][0]
+    chart_path = os.path.join(os.path.dirname(os.path.abspath(local.lake)), "knowledge_state.png")
+    _step(step, total, f"spider chart of {busiest}")
+    pipeline.user_chart(local, busiest, chart_path)
+    print(f"    {chart_path}")
+    return UserChart(busiest, dynamo.get_mastery(client, local.mastery_table, busiest), dict(sources), chart_path)
+
+
+def print_summary(settings: Settings, outcome: Outcome, user: UserChart, started: float) -> None:
+    manifest, report, refreshed, again = outcome.manifest, outcome.report, outcome.refresh, outcome.again
     dkt, oracle = report["dkt"], report.get("oracle")
+    row = user.row
     print("\n=== summary ===")
     print(f"ETL        rows in {manifest['rows_in']:,}, out {manifest['rows_out']:,}, lectures {manifest['lectures']:,}, "
           f"quarantined {manifest['quarantined']}")
     print(f"model      DKT test AUC {dkt['auc']:.4f} | base rate {report['base_rate']['auc']:.4f} | "
           f"Bayesian {report['bayes']['auc']:.4f}" + (f" | oracle {oracle['auc']:.4f} (gap {oracle['auc'] - dkt['auc']:.4f})" if oracle else ""))
-    print(f"refresh    {summary.users} tutor users active {summary.days[0]}..{summary.days[-1]}: {summary.written} written "
-          f"to {settings.mastery_table} ({dict(sources)}); rerun wrote {again.written}, skipped {again.skipped_stale} unchanged")
-    print(f"user       {busiest}: weakest skill {busiest_row['next_skill_recommendation']}, predicted accuracy "
-          f"{busiest_row['predicted_accuracy']:.2f}, topics {', '.join(f'{k} {v:.2f}' for k, v in busiest_row['topic_mastery'].items())}")
-    print(f"chart      {chart_path}")
+    print(f"refresh    {refreshed.users} tutor users active {refreshed.days[0]}..{refreshed.days[-1]}: {refreshed.written} "
+          f"written to {settings.mastery_table} ({user.sources}); rerun wrote {again.written}, "
+          f"skipped {again.skipped_stale} unchanged")
+    print(f"user       {user.user_id}: weakest skill {row['next_skill_recommendation']}, predicted accuracy "
+          f"{row['predicted_accuracy']:.2f}, topics {', '.join(f'{k} {v:.2f}' for k, v in row['topic_mastery'].items())}")
+    print(f"chart      {user.chart_path}")
     print(f"lake       {os.path.abspath(settings.lake)}   ({time.monotonic() - started:.0f}s in all)")
-    return 0

@@ -1,0 +1,149 @@
+"""KT_RUNTIME=aws: every DAG on the Amazon provider's operators against a moto server.
+
+moto accepts Glue and SageMaker jobs without running anything, so what those
+jobs would have written (processed data, model.tar.gz, transform outputs) is
+put in the S3 lake beforehand; everything else is real: the settings come from
+the SSM parameter, the request dictionaries go through the operators and
+botocore's parameter validation to moto, and the results are read back with
+describe calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import boto3
+import pendulum
+import pytest
+from dagtest import dag_runs, run_dag
+
+from kt import artifact, dynamo, lake, local_sagemaker, pipeline, refresh
+from kt.config import load_settings
+
+pytestmark = pytest.mark.slow
+LAKE = "s3://kt-lake"
+ACCOUNT = "123456789012"  # moto's
+GLUE_SCRIPT = f"{LAKE}/artifacts/glue/ednet_preprocessor.py"
+ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": ["glue.amazonaws.com", "sagemaker.amazonaws.com"]},
+     "Action": "sts:AssumeRole"}]})
+RUN_AFTER = pendulum.datetime(2026, 11, 25, 2, tz="UTC")
+JOB = "pythagoras-dkt-2026-11-25-0200"  # kt.aws_requests.names of RUN_AFTER
+
+
+@pytest.fixture
+def aws_lake(aws_env, sample_lake, monkeypatch):
+    """What Terraform provisions, in moto: bucket, roles, tables, the Glue script, the SSM parameter."""
+    monkeypatch.setenv("KT_RUNTIME", "aws")
+    boto3.client("s3").create_bucket(Bucket="kt-lake")
+    iam = boto3.client("iam")
+    for role in ("kt-glue", "kt-sagemaker"):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=ROLE_POLICY)
+    boto3.client("ssm").put_parameter(Name="/pythagoras-kt/config", Type="String", Value=json.dumps({
+        "lake": LAKE, "glue_script_location": GLUE_SCRIPT, "glue_role_name": "kt-glue",
+        "sagemaker_role_arn": f"arn:aws:iam::{ACCOUNT}:role/kt-sagemaker", "endpoint_mode": "serverless",
+    }))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lake.publish(os.path.join(repo, "glue", "ednet_preprocessor.py"), GLUE_SCRIPT)
+    for part in ("processed", "sample"):  # as if the Glue job had run
+        lake.publish(os.path.join(sample_lake, part), f"{LAKE}/{part}")
+    settings = load_settings()
+    assert settings.lake == LAKE and settings.runtime == "aws"  # from SSM
+    dynamo.ensure_tables(boto3.client("dynamodb"), settings.history_table, settings.mastery_table)
+    return settings
+
+
+def _promote(settings, tiny_model_dir) -> str:
+    url = f"{LAKE}/models/dkt/tiny/output/model.tar.gz"
+    artifact.pack(tiny_model_dir, url)
+    pipeline.promote(settings, "tiny", url, {"dkt": {"auc": 0.0}})
+    return url
+
+
+def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
+    archive = str(tmp_path / "riiid.zip")
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("train.csv", "questions.csv", "skill_mappings.json"):
+            z.write(os.path.join(sample_lake, "raw", "ednet", name), name)
+    run, states, _ = run_dag("ednet_ingest", conf={"source": archive, "format": "riiid"})
+    assert run.state == "success", states
+    assert lake.exists(f"{LAKE}/raw/ednet/train.csv") and lake.exists(f"{LAKE}/raw/ednet/_ingest.json")
+
+    run, states, _ = run_dag("ednet_etl")
+    assert run.state == "success", states
+    glue = boto3.client("glue")
+    job = glue.get_job(JobName="ednet-preprocessor")["Job"]
+    assert job["Command"]["ScriptLocation"] == GLUE_SCRIPT
+    assert job["Role"].endswith("role/kt-glue")
+    (job_run,) = glue.get_job_runs(JobName="ednet-preprocessor")["JobRuns"]
+    assert job_run["JobRunState"] == "SUCCEEDED"
+    assert job_run["Arguments"] == {"--raw": f"{LAKE}/raw/ednet", "--processed": f"{LAKE}/processed/ednet",
+                                    "--format": "riiid", "--skill-mappings": f"{LAKE}/raw/ednet/skill_mappings.json"}
+
+
+def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_dir):
+    artifact.pack(tiny_model_dir, f"{LAKE}/models/dkt/{JOB}/output/model.tar.gz")  # what the job would write
+    run, states, _ = run_dag("dkt_train", conf={"hyperparameters": {"epochs": 1}}, run_after=RUN_AFTER)
+    assert run.state == "success", states
+    sagemaker = boto3.client("sagemaker")
+    training = sagemaker.describe_training_job(TrainingJobName=JOB)
+    assert training["EnableManagedSpotTraining"] is True
+    assert training["StoppingCondition"]["MaxWaitTimeInSeconds"] >= training["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert training["CheckpointConfig"]["S3Uri"] == f"{LAKE}/models/dkt/checkpoints/{JOB}"
+    assert training["HyperParameters"]["epochs"] == "1"
+    assert training["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"{LAKE}/processed/ednet/"
+    model = sagemaker.describe_model(ModelName=JOB)
+    assert model["PrimaryContainer"]["ModelDataUrl"] == training["ModelArtifacts"]["S3ModelArtifacts"]
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=JOB)
+    assert config["ProductionVariants"][0]["ServerlessConfig"]["MaxConcurrency"] > 0
+    assert sagemaker.describe_endpoint(EndpointName="pythagoras-dkt-endpoint")["EndpointConfigName"] == JOB
+    assert pipeline.current_model(aws_lake)["job_name"] == JOB
+
+
+def test_the_refresh_runs_the_batch_transform_and_loads_its_outputs(aws_lake, sample_lake, tiny_model_dir, tmp_path):
+    _promote(aws_lake, tiny_model_dir)
+    client = boto3.client("dynamodb")
+    refresh.sync_history(client, aws_lake.history_table, sample_lake)  # the tutor wrote kt-history
+    # What SageMaker would compute from the inputs the DAG is about to write: the same inputs, run here.
+    days = refresh.days_to_refresh(None, "2026-11-25")
+    refresh.build_inputs(client, aws_lake.history_table, LAKE, "2026-11-25", days)
+    night = f"{LAKE}/inference/batch/2026-11-25"
+    model_request = {"ModelName": "precomputed",
+                     "PrimaryContainer": {"Image": "x", "ModelDataUrl": f"{LAKE}/models/dkt/tiny/output/model.tar.gz"}}
+    transform = {
+        "TransformJobName": "precomputed", "ModelName": "precomputed", "BatchStrategy": "MultiRecord",
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{night}/input/"}},
+                           "ContentType": "application/jsonlines", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": f"{night}/output/", "AssembleWith": "Line"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    }
+    local_sagemaker.run_transform_job({"Model": model_request, "Transform": transform}, str(tmp_path))
+
+    run, states, _ = run_dag("kt_mastery_refresh", run_after=RUN_AFTER)
+    assert run.state == "success", states
+    assert set(states.values()) == {"success"}
+    sagemaker = boto3.client("sagemaker")
+    job = sagemaker.describe_transform_job(TransformJobName="pythagoras-dkt-refresh-2026-11-25-0200")
+    assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"{LAKE}/inference/batch/2026-11-25/input/"
+    assert job["BatchStrategy"] == "MultiRecord" and job["TransformOutput"]["AssembleWith"] == "Line"
+    model = sagemaker.describe_model(ModelName=job["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"].endswith("tiny/output/model.tar.gz")
+    rows = dynamo.scan_all(client, aws_lake.mastery_table)
+    assert len(rows) == 12 and {r["source"] for r in rows} == {"dkt"}
+    assert json.loads(lake.read_text(refresh.watermark_uri(LAKE)))["last_day"] == "2026-11-25"
+
+
+def test_drift_publishes_to_cloudwatch_and_triggers_training(aws_lake, tiny_model_dir):
+    _promote(aws_lake, tiny_model_dir)
+    lines = [json.dumps({"user_id": f"u{u}", "answer_id": f"{u}-{i}", "skill_id": 1, "correct": 0,
+                         "answered_at": f"2026-11-24T10:00:{i:02d}.000Z"}) for u in range(10) for i in range(30)]
+    lake.write_text(f"{LAKE}/events/answers/day=2026-11-24/part.jsonl", "\n".join(lines) + "\n")
+    run, states, _ = run_dag("kt_drift_check")
+    assert run.state == "success", states
+    assert states["trigger_retraining"] == "success"
+    metrics = boto3.client("cloudwatch").list_metrics(Namespace="KT", MetricName="DriftScore")["Metrics"]
+    assert metrics and metrics[0]["Dimensions"] == [{"Name": "EndpointName", "Value": "pythagoras-dkt-endpoint"}]
+    assert json.loads(lake.read_text(f"{LAKE}/monitoring/drift/2026-11-25.json"))["retrain"]
+    assert any(run_id == f"drift__{run.run_id}" for run_id, _ in dag_runs("dkt_train"))

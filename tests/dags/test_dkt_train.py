@@ -1,0 +1,55 @@
+"""dkt_train end to end in the local runtime: train, evaluate, gate, deploy, promote; a failed job changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pendulum
+import pytest
+from dagtest import copy_lake, run_dag
+
+pytestmark = pytest.mark.slow
+TINY = {"epochs": 1, "hidden": 16, "layers": 1, "batch_size": 32, "max_seq_len": 50}
+
+
+def _current(lake_root: str) -> dict | None:
+    path = os.path.join(lake_root, "models", "dkt", "current.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def test_train_promotes_a_first_model_and_the_gate_keeps_it_against_an_equal_one(local_lake, sample_lake):
+    copy_lake(sample_lake, local_lake, "processed", "sample")
+    run, states, _ = run_dag("dkt_train", conf={"hyperparameters": TINY}, run_after=pendulum.datetime(2026, 11, 25, 2))
+    assert run.state == "success", states
+    assert set(states.values()) == {"success"}
+    current = _current(local_lake)
+    assert current["job_name"] == "pythagoras-dkt-2026-11-25-0200"
+    assert os.path.exists(current["model_data_url"])
+    assert current["metrics"]["dkt"]["auc"] > 0.5
+    work = os.path.join(os.path.dirname(local_lake), "sagemaker")
+    endpoint = json.load(open(os.path.join(work, "endpoints", "pythagoras-dkt-endpoint.json")))
+    assert endpoint["EndpointConfigName"] == "pythagoras-dkt-2026-11-25-0200" and endpoint["EndpointStatus"] == "InService"
+    training = json.load(open(os.path.join(work, "training-jobs", current["job_name"], "describe.json")))
+    assert training["EnableManagedSpotTraining"] and training["CheckpointConfig"]["S3Uri"].endswith(current["job_name"])
+
+    # Same data, same seed: the same AUC, which does not beat the current model by the tolerance.
+    again, states, _ = run_dag("dkt_train", conf={"hyperparameters": TINY}, run_after=pendulum.datetime(2026, 11, 26, 2))
+    assert again.state == "success"
+    assert states["gate"] == "success" and states["evaluate"] == "success"
+    for task_id in ("deployment_requests", "create_model", "create_endpoint_config", "deploy_endpoint", "promote"):
+        assert states[task_id] == "skipped", task_id
+    assert _current(local_lake) == current
+
+
+def test_a_failing_training_job_fails_the_run_and_leaves_the_current_model(local_lake, sample_lake, tiny_model_dir):
+    from dagtest import promote_model
+
+    copy_lake(sample_lake, local_lake, "processed")
+    promote_model(local_lake, tiny_model_dir)
+    current = _current(local_lake)
+    run, states, _ = run_dag("dkt_train", conf={"hyperparameters": {**TINY, "not_a_hyperparameter": 1}}, retries=0)
+    assert run.state == "failed"
+    assert states["train_model"] == "failed"
+    assert states["promote"] == "upstream_failed"
+    assert _current(local_lake) == current
