@@ -39,3 +39,14 @@ def tiny_model_dir(sample_lake, tmp_path_factory) -> str:
     )
     train(Hyperparameters(hidden=16, layers=2, epochs=1, batch_size=16, max_seq_len=50), paths)
     return paths.model_dir
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one SparkSession of the test run: 2 local cores, few shuffle partitions, no UI."""
+    from kt import spark_etl
+
+    session = spark_etl.local_session("local[2]", driver_memory="1g", shuffle_partitions=2)
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -2,7 +2,7 @@
 
 import torch
 
-from kt.data import SkillVocab, Window, bucketed_batches, collate
+from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows
 from kt.model import DKT, DKTConfig, encode
 
 import numpy as np
@@ -66,3 +66,37 @@ def test_vocab_maps_ids_to_dense_indices():
     vocab = SkillVocab([40, 7, 7, 12])
     assert vocab.skill_ids == [7, 12, 40]
     assert vocab.indices(np.array([12, 40, 99, 7])).tolist() == [1, 2, -1, 0]
+
+
+def test_context_windows_predict_every_answer_once_with_warm_state():
+    import pyarrow as pa
+
+    from kt.evaluate import predict_windows, target_positions
+
+    lengths = [1, 2, 7, 10, 11, 23]
+    rng = np.random.default_rng(0)
+    skills = [rng.integers(1, 5, n).tolist() for n in lengths]
+    correct = [rng.integers(0, 2, n).tolist() for n in lengths]
+    table = pa.table({"skill_id": skills, "correct": correct})
+    vocab = SkillVocab([1, 2, 3, 4])
+    plain = make_windows(table, vocab, max_seq_len=6)
+    warm = make_windows(table, vocab, max_seq_len=6, context=3)
+    expected = [(row, pos) for row, n in enumerate(lengths) for pos in range(1, n)]
+    rows, positions = target_positions(warm)
+    warm_targets = list(zip(rows.tolist(), positions.tolist()))
+    assert warm_targets == expected  # every answer but a user's first, once, in order
+    rows, positions = target_positions(plain)
+    plain_targets = list(zip(rows.tolist(), positions.tolist()))
+    # cold windows never predict their first answer: one answer in six goes unscored
+    assert set(expected) - set(plain_targets) == {(2, 6), (3, 6), (4, 6), (5, 6), (5, 12), (5, 18)}
+    # past a user's first window, every scored answer follows `context` fed answers
+    assert all(w.scored_from == (3 if w.start else 0) and len(w.skills) > w.scored_from for w in warm)
+    model = _model(num_skills=4, max_seq_len=6)
+    y_plain, p_plain = predict_windows(model, plain)
+    y_warm, p_warm = predict_windows(model, warm)
+    plain_p = dict(zip(plain_targets, p_plain))
+    warm_p = dict(zip(warm_targets, p_warm))
+    first_window = [t for t in expected if t[1] < 6]  # the same window in both: the same predictions
+    assert np.allclose([plain_p[t] for t in first_window], [warm_p[t] for t in first_window], atol=1e-6)
+    later = [t for t in plain_targets if t[1] > 6]  # a warm state changes the rest
+    assert not np.allclose([plain_p[t] for t in later], [warm_p[t] for t in later], atol=1e-4)

@@ -37,15 +37,6 @@ KT1_QUESTIONS = (
 )
 
 
-@pytest.fixture(scope="session")
-def spark():
-    """The one SparkSession of the test run: 2 local cores, few shuffle partitions, no UI."""
-    session = spark_etl.local_session("local[2]", driver_memory="1g", shuffle_partitions=2)
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
 def assert_same_output(reference: str, out: str, ref_manifest: dict, spark_manifest: dict) -> None:
     """Both engines wrote the same rows, the contract's schemas and the same manifest counts."""
     assert spark_manifest["engine"] == "spark"

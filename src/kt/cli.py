@@ -79,8 +79,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from kt import evaluate, pipeline
 
     settings = _settings(args)
-    report = pipeline.evaluate_model(settings, _model_url(settings, args.model))
+    model_url = _model_url(settings, args.model)
+    report = pipeline.evaluate_model(settings, model_url)
     print(evaluate.format_report(report))
+    print(f"reliability diagram: {pipeline.reliability_uri(model_url)}")
     return 0
 
 

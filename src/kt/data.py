@@ -27,6 +27,7 @@ class Window:
     start: int  # position of the first answer in the user's sequence
     skills: np.ndarray  # (L,) int64 skill indices
     correct: np.ndarray  # (L,) int64 0/1
+    scored_from: int = 0  # answers before this index are context only: fed, not predicted
 
 
 class SkillVocab:
@@ -74,18 +75,30 @@ def _read_dataset(uri: str) -> pa.Table:
     return table
 
 
-def make_windows(sequences: pa.Table, vocab: SkillVocab, max_seq_len: int, min_len: int = 2) -> list[Window]:
-    """Cut every history into windows of at most max_seq_len; drop windows too short to predict."""
+def make_windows(
+    sequences: pa.Table, vocab: SkillVocab, max_seq_len: int, min_len: int = 2, context: int = 0
+) -> list[Window]:
+    """Cut every history into windows of at most max_seq_len; drop windows too short to predict.
+
+    ``context``: each window after a user's first starts that many answers early and
+    predicts only the answers after them, so no answer is predicted from a cold
+    LSTM state past the first window (as a stateless request sees the last
+    max_seq_len answers). Every answer is still predicted exactly once, in order.
+    """
+    if not 0 <= context < max_seq_len:
+        raise ValueError(f"context must be in [0, max_seq_len): {context}")
+    stride = max_seq_len - context
     out: list[Window] = []
     skill_lists = sequences["skill_id"].to_pylist()
     correct_lists = sequences["correct"].to_pylist()
     for row, (skills, correct) in enumerate(zip(skill_lists, correct_lists)):
         skills_idx = vocab.indices(np.asarray(skills, dtype=np.int64))
         correct_np = np.asarray(correct, dtype=np.int64)
-        for start in range(0, len(skills_idx), max_seq_len):
+        for start in range(0, max(1, len(skills_idx) - context), stride):
             piece = skills_idx[start : start + max_seq_len]
-            if len(piece) >= min_len and (piece >= 0).all():
-                out.append(Window(row, start, piece, correct_np[start : start + max_seq_len]))
+            scored_from = context if start else 0
+            if len(piece) >= max(min_len, scored_from + 1) and (piece >= 0).all():
+                out.append(Window(row, start, piece, correct_np[start : start + max_seq_len], scored_from))
     return out
 
 
@@ -103,7 +116,7 @@ def collate(windows: list[Window]) -> dict[str, torch.Tensor]:
         tokens[i, :n] = encode(skills[:-1], correct[:-1])
         targets[i, :n, 0] = skills[1:]
         targets[i, :n, 1] = correct[1:]
-        mask[i, :n] = True
+        mask[i, max(0, w.scored_from - 1) : n] = True  # target t is answer t + 1
     return {"tokens": tokens, "targets": targets, "mask": mask}
 
 

@@ -7,6 +7,7 @@ Every method is scored on the same targets: each answer that DKT predicts
 of the training split, the Phase-1 Bayesian estimate from the user's earlier
 answers, and on sample data the simulator's true P(correct) (the oracle).
 Metrics: AUC, accuracy, log loss and expected calibration error (15 bins).
+DKT is scored as served, through model.json's temperature (``kt.calibration``).
 """
 
 from __future__ import annotations
@@ -19,25 +20,11 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from kt import bayes, lake
+from kt.calibration import ECE_BINS, apply_temperature, expected_calibration_error, reliability_diagram  # noqa: F401
 from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows, read_sequences
 from kt.model import DKT
 
 log = logging.getLogger(__name__)
-
-ECE_BINS = 15
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Weighted mean |accuracy - confidence| over equal-width probability bins."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            total += in_bin.sum() * abs(y[in_bin].mean() - p[in_bin].mean())
-    return float(total / max(1, len(y)))
-
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64)
@@ -64,8 +51,8 @@ def predict_windows(model: DKT, windows: list[Window], batch_size: int = 256) ->
         probs, _ = model(b["tokens"].to(device))  # (B, T, S)
         picked = probs.gather(-1, b["targets"][..., 0:1].to(device)).squeeze(-1).cpu()  # (B, T)
         for row, i in enumerate(batch):
-            n = int(b["mask"][row].sum())
-            by_window[i] = (b["targets"][row, :n, 1].numpy(), picked[row, :n].numpy())
+            scored = b["mask"][row]
+            by_window[i] = (b["targets"][row, scored, 1].numpy(), picked[row, scored].numpy())
     for i in range(len(windows)):
         y, p = by_window[i]
         ys.append(y)
@@ -87,8 +74,9 @@ def base_rates(train, vocab: SkillVocab, smoothing: float = 1.0) -> np.ndarray:
 
 def target_positions(windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
     """(user row, position in the user's sequence) of every target, in window order."""
-    rows = np.concatenate([np.full(len(w.skills) - 1, w.user_row) for w in windows])
-    positions = np.concatenate([np.arange(w.start + 1, w.start + len(w.skills)) for w in windows])
+    first = [max(1, w.scored_from) for w in windows]  # answer 0 of a history is never a target
+    rows = np.concatenate([np.full(len(w.skills) - f, w.user_row) for w, f in zip(windows, first)])
+    positions = np.concatenate([np.arange(w.start + f, w.start + len(w.skills)) for w, f in zip(windows, first)])
     return rows, positions
 
 
@@ -128,22 +116,29 @@ def oracle_predictions(oracle_uri: str, sequences, windows: list[Window]) -> np.
     return out
 
 
-def evaluate(model: DKT, vocab: SkillVocab, processed: str, split: str = "test", oracle_uri: str | None = None) -> dict:
-    """Metrics of DKT and every baseline on one split."""
+def evaluate(model: DKT, vocab: SkillVocab, processed: str, split: str = "test", oracle_uri: str | None = None,
+             temperature: float = 1.0, reliability_png: str | None = None) -> dict:
+    """Metrics of DKT and every baseline on one split; DKT as served (model.json's temperature).
+
+    ``reliability_png``: also draw every method's reliability diagram there (a lake URI).
+    """
     sequences = read_sequences(processed, split)
-    windows = make_windows(sequences, vocab, model.config.max_seq_len)
+    # Every answer predicted with up to max_seq_len answers before it, at least half of that past a
+    # user's first window: as the stateless endpoint predicts from the last max_seq_len answers.
+    windows = make_windows(sequences, vocab, model.config.max_seq_len, context=model.config.max_seq_len // 2)
     if not windows:
         raise ValueError(f"the {split} split has no sequence of two or more answers")
     y, p = predict_windows(model, windows)
     rates = base_rates(read_sequences(processed, "train"), vocab)
-    report = {"dkt": metrics(y, p)}
-    for name, pred in baseline_predictions(sequences, windows, vocab, rates).items():
-        report[name] = metrics(y, pred)
+    predictions = {"dkt": apply_temperature(p, temperature), **baseline_predictions(sequences, windows, vocab, rates)}
     if oracle_uri:
         truth = oracle_predictions(oracle_uri, sequences, windows)
         if truth is not None:
-            report["oracle"] = metrics(y, truth)
-    return report
+            predictions["oracle"] = truth
+    if reliability_png:
+        reliability_diagram({name: (y, pred) for name, pred in predictions.items()}, reliability_png,
+                            f"Reliability on the {split} split (DKT temperature {temperature:.3g})")
+    return {name: metrics(y, pred) for name, pred in predictions.items()}
 
 
 def format_report(report: dict) -> str:

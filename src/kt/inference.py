@@ -20,6 +20,10 @@ Which answers the model sees:
   answer, which sees only the last window. A state made by another model
   version is refused (409): send the whole history again without it.
 
+Every path (stateless, stateful, batch) goes through ``run_model``, which applies
+model.json's ``temperature`` (fitted on the valid split, 1.0 when absent):
+mastery = sigmoid(logit(p) / T). The prior (base rates) needs none.
+
 Batches (JSON Lines) run as padded batches of users sorted by length (at most
 BATCH_TOKENS padded answers per forward pass); a bad line gets an error line,
 never a failed batch.
@@ -66,6 +70,7 @@ class LoadedModel:
     skill_topics: dict[int, str]
     prior: list[float]  # per-skill base rates: the answer for an empty history
     version: str
+    temperature: float = 1.0  # model.json's calibration: mastery = sigmoid(logit(p) / T) (kt.calibration)
     topics: list[str] = field(init=False)  # sorted, as mean_by_topic orders them
     topic_means: np.ndarray = field(init=False)  # (S, K): mastery @ topic_means = each topic's mean
 
@@ -105,6 +110,7 @@ def model_fn(model_dir: str) -> LoadedModel:
         skill_topics={int(s): t for s, t in info["skill_topics"].items()},
         prior=[float(p) for p in info["base_rates"]],
         version=info["model_version"],
+        temperature=float(info.get("temperature", 1.0)),  # models trained before calibration have none
     )
 
 
@@ -277,11 +283,19 @@ def run_model(
         tokens[np.arange(longest) < row_lengths[:, None]] = encode(skills, correct)  # (b, T)
         state = (h_all[:, rows_t], c_all[:, rows_t])
         p, (h, c) = net.step_state(torch.from_numpy(tokens), state, torch.from_numpy(row_lengths))
-        probs[rows] = p.numpy()
+        probs[rows] = calibrated(p.numpy(), model.temperature)
         h_all[:, rows_t], c_all[:, rows_t] = h, c
     untouched = [i for i in range(n) if lengths[i] == 0 and states[i] is None]
     probs[untouched] = np.asarray(model.prior, dtype=np.float32)
     return probs, h_all, c_all
+
+
+def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """sigmoid(logit(p) / T), as kt.calibration.apply_temperature (not bundled in model.tar.gz)."""
+    if temperature == 1.0:
+        return probs
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    return (1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))).astype(probs.dtype)
 
 
 def _chunks(order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

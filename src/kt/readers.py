@@ -86,7 +86,8 @@ class Batch:
 
 
 def _parse_tags(text: str, sep: str) -> list[int]:
-    return [int(t) for t in text.replace(sep, " ").split() if t.strip().lstrip("-").isdigit()]
+    """Tag ids; EdNet's "-1" (no tag) is not one, so such a question is untagged."""
+    return [int(t) for t in text.replace(sep, " ").split() if t.strip().isdigit()]
 
 
 def _read_csv_rows(uri: str) -> tuple[list[str], list[list[str]]]:
@@ -368,11 +369,12 @@ def read_kt1(kt1_dir: str, questions: Questions) -> Iterator[Batch]:
     """
     pending: list[Batch] = []
     pending_rows = 0
-    root = kt1_dir.rstrip("/")
+    root = lake.filesystem(kt1_dir)[1].rstrip("/")  # normalised, as list_files gives the files' paths
     for uri in lake.list_files(kt1_dir):
         name = uri.rsplit("/", 1)[-1]
+        below_root = uri.removeprefix("s3://")[len(root):]
         # Like Spark and Hadoop, skip hidden names (_SUCCESS, macOS ._u1.csv, _tmp/ folders) below the root.
-        if not name.endswith(".csv") or any(part[:1] in "_." for part in uri[len(root):].split("/") if part):
+        if not name.endswith(".csv") or any(part[:1] in "_." for part in below_root.split("/") if part):
             continue
         batch = _read_kt1_file(uri, f"KT1/{name}", questions)
         pending.append(batch)

@@ -58,6 +58,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from kt import lake
+from kt.etl import FORMATS, raw_paths  # one definition of where each format's files sit
 from kt.readers import NO_SKILL, Questions, read_kt1_questions, read_riiid_questions
 from kt.schema import (
     DEFAULT_SKILL_TOPICS,
@@ -75,7 +76,6 @@ from kt.schema import (
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("riiid", "kt1")
 # Java regexes; \z is the very end, as RE2's $ (Java's $ would also match before a final line break).
 INT = r"^[0-9]{1,18}\z"
 CONTENT_INT = r"^[0-9]{1,9}\z"
@@ -115,15 +115,6 @@ def local_session(master: str = "local[*]", driver_memory: str = "2g", shuffle_p
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
-
-
-def raw_paths(raw: str, fmt: str) -> dict[str, str]:
-    """Where each format's files sit under raw/ednet/ (as kt.etl.raw_paths)."""
-    if fmt == "riiid":
-        return {"interactions": lake.join(raw, "train.csv"), "questions": lake.join(raw, "questions.csv")}
-    if fmt == "kt1":
-        return {"interactions": lake.join(raw, "KT1"), "questions": lake.join(raw, "contents", "questions.csv")}
-    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
 def load_skill_topics(uri: str | None) -> dict[str, str]:

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
-from kt import artifact, lake
+from kt import artifact, calibration, lake
 from kt.aws_requests import METRIC_REGEXES  # noqa: F401 - the lines printed below must match them
 from kt.config import TrainingPaths, training_paths
 from kt.data import BatchDataset, SkillVocab, bucketed_batches, make_windows, read_sequences, read_skills
@@ -60,6 +60,9 @@ class Hyperparameters:
     hidden: int = 128
     layers: int = 2
     max_seq_len: int = 200
+    # answers a window after a user's first repeats from the previous one, fed but not scored: long
+    # histories are then learned and validated with a warm LSTM state, as they are served
+    window_context: int = 0
     dropout: float = 0.2
     # optimisation
     epochs: int = 20
@@ -153,13 +156,14 @@ class Trainer:
         self.vocab = SkillVocab(skills["skill_id"].to_pylist())
         self.skill_topics = {int(s): t for s, t in zip(skills["skill_id"].to_pylist(), skills["topic"].to_pylist())}
         self.train_sequences = read_sequences(processed, "train")
-        self.train_windows = make_windows(self.train_sequences, self.vocab, hp.max_seq_len)
-        self.valid_windows = make_windows(read_sequences(processed, "valid"), self.vocab, hp.max_seq_len)
+        self.train_windows = make_windows(self.train_sequences, self.vocab, hp.max_seq_len, context=hp.window_context)
+        self.valid_windows = make_windows(read_sequences(processed, "valid"), self.vocab, hp.max_seq_len,
+                                          context=hp.window_context)
         if not self.train_windows or not self.valid_windows:
             raise ValueError(f"{processed}: the train and valid splits need sequences of two or more answers")
         # answers in a batch of batch_size windows on average: the loss's fixed denominator (see train_epoch)
-        self.answers_per_batch = hp.batch_size * sum(len(w.skills) - 1 for w in self.train_windows) / len(
-            self.train_windows)
+        scored = sum(len(w.skills) - max(1, w.scored_from) for w in self.train_windows)
+        self.answers_per_batch = hp.batch_size * scored / len(self.train_windows)
         manifest_uri = lake.join(processed, "_manifest.json")
         self.manifest_sha256 = lake.sha256(manifest_uri) if lake.exists(manifest_uri) else None
         torch.manual_seed(hp.seed)
@@ -305,7 +309,7 @@ class Trainer:
         train_skills = np.concatenate([np.asarray(s) for s in self.train_sequences["skill_id"].to_pylist()])
         train_correct = np.concatenate([np.asarray(c) for c in self.train_sequences["correct"].to_pylist()])
         skill_mix = np.bincount(self.vocab.indices(train_skills), minlength=len(self.vocab)) / len(train_skills)
-        _, valid_pred = predict_windows(self.model, self.valid_windows)
+        valid_y, valid_pred = predict_windows(self.model, self.valid_windows)
         return {
             "model_version": self.paths.job_name,
             "config": self.model.config.to_dict(),
@@ -315,6 +319,7 @@ class Trainer:
             "hyperparameters": asdict(self.hp),
             "training_manifest_sha256": self.manifest_sha256,
             "metrics": {"valid": result["valid"], "epochs": result["epochs"], "history": result["history"]},
+            **calibration.calibrate(valid_y, valid_pred),  # "temperature" (1.0 unless it lowers valid ECE), "calibration"
             "reference": {  # what drift checks compare new data with
                 "skill_mix": skill_mix.round(6).tolist(),
                 "correct_rate": float(train_correct.mean()),
