@@ -9,7 +9,6 @@ marked "real HTTP" run it, or the endpoint it calls, under uvicorn on
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from conftest import serve_asgi as serve
 from kt import api, bayes, dynamo, inference
 from kt.api import BAYES_MODEL_VERSION, GET_FIELDS, Catalog, create_app
 from kt.config import ConfigError, Settings
@@ -102,23 +102,6 @@ def dkt_row(user: str, as_of: str, version: str = "pythagoras-dkt-test", topic_v
             "topic_mastery": {t: topic_value for t in TOPICS}, "next_skill_recommendation": 3,
             "predicted_accuracy": 0.8, "model_version": version, "source": "dkt", "as_of": as_of,
             "updated_at": "2026-11-25T02:00:00+00:00", "n_interactions": 2}
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run an ASGI app under uvicorn on 127.0.0.1; the socket listens before the thread starts."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 # GET /api/kt/mastery

@@ -13,25 +13,22 @@ the browser tests fail when CI=true and are skipped otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 import os
 import re
-import socket
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
-import uvicorn
 from matplotlib import image
 from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
 
+from conftest import serve_asgi as serve
 from kt import dynamo
 from kt.api import Catalog, create_app
 from kt.config import Settings
@@ -58,23 +55,6 @@ def require_chromium() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-@contextlib.contextmanager
-def serve(app):
-    """Run an ASGI app under uvicorn on 127.0.0.1; the socket listens before the thread starts."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
