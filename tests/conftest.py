@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
-import threading
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(REPO, "..", "shared", "data", "real")
 sys.path.insert(0, os.path.join(REPO, "src"))  # the tests run against the working tree
 # Idle OpenMP threads sleep instead of spinning: on 2 cores, spinning workers of one process starve the
 # subprocesses (training jobs, servers) that the tests start.
@@ -53,22 +49,3 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
-
-
-@contextlib.contextmanager
-def serve_asgi(app):
-    """Run an ASGI app under uvicorn on 127.0.0.1 (tests of real HTTP); the socket listens before the thread starts."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()

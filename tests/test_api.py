@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from conftest import serve_asgi as serve
+from kt_testing import serve_asgi as serve
 from kt import api, bayes, dynamo, inference
 from kt.api import BAYES_MODEL_VERSION, GET_FIELDS, Catalog, create_app
 from kt.config import ConfigError, Settings

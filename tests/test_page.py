@@ -28,7 +28,7 @@ from matplotlib import image
 from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
 
-from conftest import serve_asgi as serve
+from kt_testing import serve_asgi as serve
 from kt import dynamo
 from kt.api import Catalog, create_app
 from kt.config import Settings

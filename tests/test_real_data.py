@@ -16,7 +16,7 @@ import os
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA
+from kt_testing import SHARED_DATA
 from kt import etl, lake
 from kt.data import read_sequences
 from test_spark_etl import assert_same_output  # the parity check of the two engines
