@@ -22,7 +22,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import anyio
-import boto3
 import httpx
 import pytest
 import uvicorn
@@ -33,7 +32,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from kt_testing import serve_asgi as serve
-from kt import api, bayes, dynamo, inference
+from kt import api, aws, bayes, dynamo, inference
 from kt.api import BAYES_MODEL_VERSION, GET_FIELDS, Catalog, create_app
 from kt.config import ConfigError, Settings
 from kt.topics import TOPICS
@@ -77,8 +76,7 @@ def settings(moto_url, tmp_path) -> Settings:
 
 
 def ddb(settings: Settings):
-    return boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.aws_endpoint_url,
-                        aws_access_key_id="local", aws_secret_access_key="local")
+    return aws.client(settings, "dynamodb")
 
 
 def client_for(settings: Settings, **kwargs) -> TestClient:

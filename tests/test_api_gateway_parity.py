@@ -12,72 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
-import boto3
 import hcl2
 import jsonschema
 import pytest
 from hcl2 import SerializationOptions
-from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
 
-from kt import dynamo, refresh
+from kt import aws, dynamo, refresh
 from kt.api import Catalog, create_app
 from kt.config import Settings
 from kt.topics import TOPICS
+from kt_testing import moto_tables, render_vtl
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "terraform" / "templates"
-LINT_PYTHON = ROOT / ".venv-lint" / "bin" / "python"
 KEY = "parity-key"
 CATALOG = Catalog(tuple(range(1, 17)), {s: TOPICS[(s - 1) // 2] for s in range(1, 17)}, "tests")
-
-# API Gateway's $input, $util and $context, as far as our templates use them (the approach of test_terraform.py).
-VTL_RENDERER = r"""
-import json, sys
-import airspeed
-
-class Input:
-    def __init__(self, body, params):
-        self.body, self._params = body, params
-    def path(self, expression):
-        value = self.body
-        for part in expression[2:].split(".") if expression != "$" else []:
-            if not isinstance(value, dict) or part not in value:
-                return None
-            value = value[part]
-        return value
-    def params(self, name):
-        return self._params.get(name, "")
-
-class Util:
-    def escapeJavaScript(self, text):
-        return json.dumps(str(text))[1:-1]
-
-results = []
-for case in json.load(sys.stdin):
-    context = {"responseOverride": {}}
-    text = case["template"].replace("${table}", case.get("table", ""))
-    body = airspeed.Template(text).merge(
-        {"input": Input(case.get("body", {}), case.get("params", {})), "util": Util(), "context": context}
-    )
-    results.append({"body": body, "status": context["responseOverride"].get("status")})
-json.dump(results, sys.stdout)
-"""
 
 
 def render(cases: list[dict]) -> list[dict]:
     """Render templates in .venv-lint; each result is {"status": override or None, "json": parsed body}."""
-    assert LINT_PYTHON.exists(), f"{LINT_PYTHON} is missing: run `make lint`, which builds .venv-lint"
-    for case in cases:
-        case["template"] = (TEMPLATES / case.pop("file")).read_text()
-    done = subprocess.run([str(LINT_PYTHON), "-c", VTL_RENDERER], input=json.dumps(cases), capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return [{"status": r["status"], "json": json.loads(r["body"])} for r in json.loads(done.stdout)]
+    return [{"status": r["status"], "json": json.loads(r["body"])} for r in render_vtl(cases)]
 
 
 def shape(value: object) -> object:
@@ -112,17 +70,8 @@ def terraform_response_template(resource: str) -> str:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(lake=str(tmp_path_factory.mktemp("lake")), aws_endpoint_url=f"http://{host}:{port}",
-                        mastery_table=f"kt-mastery-{suffix}", history_table=f"kt-history-{suffix}", api_key=KEY)
-    ddb = boto3.client("dynamodb", region_name=settings.region, endpoint_url=settings.aws_endpoint_url,
-                       aws_access_key_id="local", aws_secret_access_key="local")
-    dynamo.ensure_tables(ddb, settings.history_table, settings.mastery_table)
-    yield settings, ddb
-    server.stop()
+    with moto_tables(str(tmp_path_factory.mktemp("lake")), api_key=KEY) as settings:
+        yield settings, aws.client(settings, "dynamodb")
 
 
 def client(settings: Settings) -> TestClient:

@@ -18,21 +18,19 @@ import html
 import os
 import re
 import subprocess
-import uuid
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 from matplotlib import image
-from moto.server import ThreadedMotoServer
 from starlette.testclient import TestClient
 
-from kt_testing import serve_asgi as serve
-from kt import dynamo
+from kt import aws, dynamo
 from kt.api import Catalog, create_app
 from kt.config import Settings
 from kt.topics import TOPICS
+from kt_testing import moto_tables
+from kt_testing import serve_asgi as serve
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -60,15 +58,12 @@ def require_chromium() -> None:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory):
     """A moto DynamoDB with one student's answers (through the API) and a DKT row; DKT enabled, no API key."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    suffix = uuid.uuid4().hex[:8]
-    s = Settings(lake=str(tmp_path_factory.mktemp("lake")), aws_endpoint_url=f"http://{host}:{port}",
-                 mastery_table=f"kt-mastery-{suffix}", history_table=f"kt-history-{suffix}", sagemaker_enabled=True)
-    ddb = boto3.client("dynamodb", region_name=s.region, endpoint_url=s.aws_endpoint_url,
-                       aws_access_key_id="local", aws_secret_access_key="local")
-    dynamo.ensure_tables(ddb, s.history_table, s.mastery_table)
+    with moto_tables(str(tmp_path_factory.mktemp("lake")), sagemaker_enabled=True) as s:
+        yield _with_student(s)
+
+
+def _with_student(s: Settings) -> Settings:
+    """One student's answers through the API, then a DKT row (replacing the Bayesian one)."""
     client = TestClient(create_app(s, catalog=CATALOG))
     for n, (skill, correct) in enumerate(ANSWERS):
         r = client.post("/api/kt/answers", json={"user_id": USER, "answer_id": f"a{n}", "skill_id": skill,
@@ -78,9 +73,8 @@ def settings(tmp_path_factory):
            "next_skill_recommendation": 5, "predicted_accuracy": 0.6, "model_version": "pythagoras-dkt-test",
            "source": "dkt", "as_of": "2026-11-24T10:00:08.000Z", "updated_at": "2026-11-25T02:00:00+00:00",
            "n_interactions": len(ANSWERS)}
-    ddb.put_item(TableName=s.mastery_table, Item=dynamo.serialize(row))  # replaces the Bayesian row
-    yield s
-    server.stop()
+    aws.client(s, "dynamodb").put_item(TableName=s.mastery_table, Item=dynamo.serialize(row))
+    return s
 
 
 def chromium(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -24,6 +24,7 @@ import hcl2
 import jsonschema
 import pytest
 from hcl2 import SerializationOptions
+from kt_testing import render_vtl
 
 ROOT = Path(__file__).resolve().parents[1]
 TF_DIR = ROOT / "terraform"
@@ -31,7 +32,6 @@ TEMPLATES = TF_DIR / "templates"
 CONFIG_PY = ROOT / "src" / "kt" / "config.py"
 LINT_VENV = ROOT / ".venv-lint"
 CHECKOV = LINT_VENV / "bin" / "checkov"
-LINT_PYTHON = LINT_VENV / "bin" / "python"
 MAKE_LINT_HINT = "run `make lint`, which builds .venv-lint from requirements-lint.txt"
 
 PARSE_OPTIONS = SerializationOptions(strip_string_quotes=True, with_comments=False, explicit_blocks=False)
@@ -744,39 +744,6 @@ def test_answer_model_validates_the_body(change, valid):
 
 # Mapping templates, rendered by a VTL engine (airspeed-ext) from .venv-lint
 
-VTL_RENDERER = r"""
-import json, sys
-import airspeed
-
-class Input:
-    def __init__(self, body, params):
-        self.body, self._params = body, params
-    def path(self, expression):
-        value = self.body
-        for part in expression[2:].split(".") if expression != "$" else []:
-            if not isinstance(value, dict) or part not in value:
-                return None
-            value = value[part]
-        return value
-    def json(self, expression):
-        return json.dumps(self.path(expression))
-    def params(self, name):
-        return self._params.get(name, "")
-
-class Util:
-    def escapeJavaScript(self, text):
-        return json.dumps(str(text))[1:-1]
-
-results = []
-for case in json.load(sys.stdin):
-    context = {"responseOverride": {}}
-    text = case["template"].replace("${table}", case.get("table", ""))
-    body = airspeed.Template(text).merge(
-        {"input": Input(case.get("body", {}), case.get("params", {})), "util": Util(), "context": context}
-    )
-    results.append({"body": body, "status": context["responseOverride"].get("status")})
-json.dump(results, sys.stdout)
-"""
 
 MASTERY_ITEM = {
     "user_id": {"S": "U1"},
@@ -792,17 +759,6 @@ MASTERY_ITEM = {
 }
 
 
-def render(cases: list[dict]) -> list[dict]:
-    assert LINT_PYTHON.exists(), f"{LINT_PYTHON} is missing: {MAKE_LINT_HINT}"
-    for case in cases:
-        case["template"] = (TEMPLATES / case.pop("file")).read_text()
-    done = subprocess.run(
-        [str(LINT_PYTHON), "-c", VTL_RENDERER], input=json.dumps(cases), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_mapping_templates_use_only_the_table_variable():
     assert set(re.findall(r"\$\{(\w+)\}", (TEMPLATES / "get_mastery_request.vtl").read_text())) == {"table"}
     assert set(re.findall(r"\$\{(\w+)\}", (TEMPLATES / "post_answer_request.vtl").read_text())) == {"table"}
@@ -811,7 +767,7 @@ def test_mapping_templates_use_only_the_table_variable():
 
 
 def test_get_mastery_templates_give_the_design_shape_and_404():
-    request, found, missing = render([
+    request, found, missing = render_vtl([
         {"file": "get_mastery_request.vtl", "params": {"user_id": "U1"}, "table": "kt-mastery"},
         {"file": "get_mastery_response.vtl", "body": {"Item": MASTERY_ITEM}},
         {"file": "get_mastery_response.vtl", "body": {}},
@@ -836,7 +792,7 @@ def test_get_mastery_templates_give_the_design_shape_and_404():
 
 def test_post_answer_templates_build_the_item_and_make_repeats_idempotent():
     without_content = {key: value for key, value in ANSWER.items() if key != "content_id"}
-    full, partial, duplicate, invalid = render([
+    full, partial, duplicate, invalid = render_vtl([
         {"file": "post_answer_request.vtl", "body": ANSWER, "table": "kt-history"},
         {"file": "post_answer_request.vtl", "body": without_content, "table": "kt-history"},
         {"file": "post_answer_error.vtl", "body": {
@@ -865,7 +821,7 @@ def test_post_answer_templates_build_the_item_and_make_repeats_idempotent():
 
 
 def test_post_mastery_passes_the_models_4xx_through():
-    model_error, no_endpoint = render([
+    model_error, no_endpoint = render_vtl([
         {"file": "post_mastery_error.vtl", "body": {
             "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": 415,
             "OriginalMessage": json.dumps({"error": "unsupported content type", "field": "Content-Type"}),
