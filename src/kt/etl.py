@@ -215,9 +215,7 @@ def run_etl(
         "skills": len(used_skills),
         "questions": skills.num_rows,
         "unmapped_skills": sum(1 for s in used_skills if topic_of(s, skill_topics) == OTHER_TOPIC),
-        "inputs": [{"path": f, "bytes": lake.size(f), "sha256": lake.sha256(f)} for f in files]
-        + ([{"path": skill_mappings, "bytes": lake.size(skill_mappings), "sha256": lake.sha256(skill_mappings)}]
-           if lake.exists(skill_mappings) else []),
+        "inputs": lake.checksums([*files, *([skill_mappings] if lake.exists(skill_mappings) else [])]),
         "buckets": buckets,
         "duration_s": round(time.monotonic() - started, 3),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 import pyarrow.fs as pafs
@@ -104,12 +105,44 @@ def delete(uri: str) -> None:
         fs.delete_file(path)
 
 
-def sha256(uri: str, chunk: int = 1 << 22) -> str:
+CHECKSUM_THREADS = 64  # checksums of many files are bound by S3 GET latency, not CPU
+CHUNK = 4 << 20
+
+
+def sha256(uri: str, chunk: int = CHUNK) -> str:
     digest = hashlib.sha256()
     with open_read(uri) as f:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def checksums(uris: list[str]) -> list[dict]:
+    """{"path", "bytes", "sha256"} of every file (the ETL manifests' inputs), each read once, by a thread pool.
+
+    One filesystem per bucket: ``filesystem`` builds a new one (and resolves the
+    S3 region) per call, which would double the requests for KT1's ~784K files.
+    """
+    filesystems: dict[str, pafs.FileSystem] = {}
+    for uri in uris:
+        if _bucket(uri) not in filesystems:
+            filesystems[_bucket(uri)] = filesystem(uri)[0]
+
+    def digest(uri: str) -> dict:
+        sha, size = hashlib.sha256(), 0
+        path = uri[len("s3://"):] if is_s3(uri) else os.path.abspath(uri)
+        with filesystems[_bucket(uri)].open_input_stream(path) as f:
+            while block := f.read(CHUNK):
+                sha.update(block)
+                size += len(block)
+        return {"path": uri, "bytes": size, "sha256": sha.hexdigest()}
+
+    with ThreadPoolExecutor(CHECKSUM_THREADS) as pool:
+        return list(pool.map(digest, uris))
+
+
+def _bucket(uri: str) -> str:
+    return uri.split("/", 3)[2] if is_s3(uri) else ""
 
 
 def stage(uri: str, local_dir: str) -> str:

@@ -38,7 +38,6 @@ Local Spark cannot read ``s3://`` here, so an S3 lake is staged to a temp dir
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -88,8 +87,6 @@ LECTURE = "lecture"  # a reason-column value that is not a quarantine reason: co
 SHUFFLE_BYTES = 64 << 20  # raw CSV bytes per partition of the user shuffle
 OUTPUT_FILE_BYTES = 512 << 20  # raw CSV bytes per sequences file (~100 MB of parquet)
 SPLIT_SHARE = {"train": 0.8, "valid": 0.1, "test": 0.1}  # CRC32 mod 10: 8/10, 1/10, 1/10
-CHECKSUM_THREADS = 64  # input checksums are bound by S3 GET latency, not CPU
-CHUNK = 4 << 20
 SESSION_CONF = {
     # With CSV column pruning, a row with the wrong column count passes when not every column is read.
     "spark.sql.csv.parser.columnPruning.enabled": "false",
@@ -424,36 +421,6 @@ def skills_frame(spark: SparkSession, questions: Questions, skill_topics: dict[s
     return driver_table(spark, columns, spark_schema(SKILLS_SCHEMA))
 
 
-def checksums(uris: list[str]) -> list[dict]:
-    """Size and SHA-256 of every input, read once each by a thread pool (S3 GETs are latency bound).
-
-    One filesystem per bucket: ``kt.lake.filesystem`` builds a new one (and
-    resolves the S3 region) per call, which would double the requests for
-    KT1's ~784K files.
-    """
-    filesystems: dict[str, pafs.FileSystem] = {}
-    for uri in uris:
-        bucket = _bucket(uri)
-        if bucket not in filesystems:
-            filesystems[bucket] = lake.filesystem(uri)[0]
-
-    def digest(uri: str) -> dict:
-        sha, size = hashlib.sha256(), 0
-        path = uri[len("s3://"):] if lake.is_s3(uri) else os.path.abspath(uri)
-        with filesystems[_bucket(uri)].open_input_stream(path) as f:
-            while block := f.read(CHUNK):
-                sha.update(block)
-                size += len(block)
-        return {"path": uri, "bytes": size, "sha256": sha.hexdigest()}
-
-    with ThreadPoolExecutor(CHECKSUM_THREADS) as pool:
-        return list(pool.map(digest, uris))
-
-
-def _bucket(uri: str) -> str:
-    return uri.split("/", 3)[2] if lake.is_s3(uri) else ""
-
-
 def list_files(uri: str) -> dict[str, int]:
     """Files below a prefix (or the file itself) with their sizes: kt.lake.list_files plus sizes, in one listing."""
     fs, path = lake.filesystem(uri)
@@ -512,7 +479,7 @@ def run(
     lake.delete(processed)
 
     with tempfile.TemporaryDirectory(prefix="kt-spark-etl-") as tmp, ThreadPoolExecutor(1) as background:
-        digests = background.submit(checksums, inputs)  # on the driver, while Spark works
+        digests = background.submit(lake.checksums, inputs)  # on the driver, while Spark works
         csv_files = {f: size for f, size in files.items() if f.endswith(".csv")}
         if csv_files and not _spark_can_read(spark, interactions):
             interactions = lake.stage(interactions, os.path.join(tmp, "raw", "KT1" if fmt == "kt1" else ""))
