@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +40,7 @@ sys.path.insert(0, os.path.join(REPO, "src"))
 
 from kt import dynamo  # noqa: E402
 from kt.api import MAX_THREADS  # noqa: E402
+from kt.aws import free_port  # noqa: E402
 from kt.topics import TOPICS  # noqa: E402
 
 KEY = "bench-key"
@@ -48,11 +48,6 @@ WARMUP_S = 2.0
 
 log = logging.getLogger("bench.api")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until_up(check, what: str, timeout: float = 60.0) -> None:

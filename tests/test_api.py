@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,11 +30,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from kt_testing import serve_asgi as serve
 from kt import api, aws, bayes, dynamo, inference
 from kt.api import BAYES_MODEL_VERSION, GET_FIELDS, Catalog, create_app
+from kt.aws import free_port
 from kt.config import ConfigError, Settings
 from kt.topics import TOPICS
+from kt_testing import serve_asgi as serve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "test-key-1234"
@@ -372,12 +372,6 @@ def test_post_mastery_from_a_local_endpoint_over_real_http(settings, dkt_model):
         assert r.status_code == 403
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_post_mastery_falls_back_when_the_endpoint_is_down_fails_or_hangs(settings, dkt_model):
     _, catalog = dkt_model
     enabled = dataclasses.replace(settings, sagemaker_enabled=True)
@@ -397,7 +391,7 @@ def test_post_mastery_falls_back_when_the_endpoint_is_down_fails_or_hangs(settin
     failing = Starlette(routes=[Route("/invocations", fail, methods=["POST"])])
     try:
         with serve(hanging) as hanging_url, serve(failing) as failing_url:
-            for url, reason in [(f"http://127.0.0.1:{_closed_port()}", "ConnectError"),
+            for url, reason in [(f"http://127.0.0.1:{free_port()}", "ConnectError"),
                                 (failing_url, "HTTP 500"), (hanging_url, "within 0.5 s")]:
                 client = client_for(enabled, catalog=catalog, endpoint_url=url, endpoint_timeout=0.5)
                 started = time.monotonic()
@@ -455,7 +449,7 @@ def test_no_key_configured_warns_and_lets_requests_in(settings, caplog):
 
 
 def test_dynamodb_down_is_a_502_not_a_crash(settings):
-    down = dataclasses.replace(settings, aws_endpoint_url=f"http://127.0.0.1:{_closed_port()}")
+    down = dataclasses.replace(settings, aws_endpoint_url=f"http://127.0.0.1:{free_port()}")
     r = client_for(down).get("/api/kt/mastery", params={"user_id": "u"})
     assert (r.status_code, r.json()["field"]) == (502, None)
 
@@ -499,11 +493,6 @@ def test_dkt_rows_are_rebuilt_from_batch_outputs(settings):
     assert api.rebuild_from_lake(settings, ddb(settings))["dkt_rows_written"] == 0  # idempotent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_kt_api_command_serves_the_lakes_answers(tmp_path):
@@ -514,7 +503,7 @@ def test_kt_api_command_serves_the_lakes_answers(tmp_path):
     events = [answer("tutor-1", n, 1 + n % 3, n % 2) for n in range(4)]
     lake.write_text(lake.join(root, "events", "answers", "day=2026-11-25", "sample.jsonl"),
                     "".join(json.dumps(e) + "\n" for e in events))
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KT_", "AWS_", "SAGEMAKER_"))}
     env.update({"KT_LAKE": root, "KT_API_KEY": KEY, "PYTHONPATH": os.path.join(REPO, "src")})
     proc = subprocess.Popen([sys.executable, "-m", "kt.cli", "api", "--port", str(port)], env=env,

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from kt import artifact, serve
+from kt.aws import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANSWER = {"skill_id": 1, "correct": 1}
@@ -130,15 +130,10 @@ def test_a_model_that_cannot_load_fails_at_start(tmp_path):
             pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow
 def test_kt_endpoint_serve_with_two_workers_until_sigterm(model_tar):
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "kt.cli", "endpoint", "serve", "--model", model_tar, "--port", str(port),
                "--workers", "2"]
     env = {**os.environ, "PYTHONPATH": os.path.join(REPO, "src")}

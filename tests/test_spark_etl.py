@@ -15,13 +15,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
-import socket
 from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
 
 from kt import etl, lake, sample, spark_etl
+from kt.aws import free_port
 from kt.data import read_sequences, read_skills
 from kt.schema import KT1_COLUMNS, QUARANTINE_REASONS, QUARANTINE_SCHEMA, RIIID_COLUMNS, SEQUENCES_SCHEMA, SKILLS_SCHEMA
 
@@ -115,9 +115,7 @@ def s3_lake(monkeypatch):
     import boto3
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",

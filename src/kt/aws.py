@@ -34,7 +34,8 @@ def client(settings: Settings, service: str) -> Any:
     return boto3.client(service, **kwargs)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now (for a server started next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -48,7 +49,7 @@ def local_aws(settings: Settings) -> Iterator[Settings]:
         return
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"

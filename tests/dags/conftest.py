@@ -14,10 +14,11 @@ import atexit
 import logging
 import os
 import shutil
-import socket
 import tempfile
 
 import pytest
+
+from kt.aws import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAGS_DIR = os.path.join(REPO, "dags")
@@ -51,11 +52,6 @@ def airflow_db():
     return AIRFLOW_HOME
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def moto_server():
@@ -63,7 +59,7 @@ def moto_server():
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     yield f"http://127.0.0.1:{port}"
