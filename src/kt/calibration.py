@@ -9,16 +9,15 @@
 - ``reliability_diagram``: observed accuracy against predicted probability per
   bin, one line per method, as a PNG.
 
-Imports numpy and scipy only at the top: kt.train imports this module, and the
-training image has no matplotlib (imported where the diagram is drawn).
-Serving applies T in ``kt.inference`` (bundled on its own in model.tar.gz), with
-the same formula as ``apply_temperature``.
+Imports only numpy at the top: model.tar.gz bundles this module for
+``kt.inference`` (which serves ``apply_temperature``), and neither the serving
+nor the training image needs scipy or matplotlib for that (each is imported
+where it is used).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 ECE_BINS = 15
 TEMPERATURE_BOUNDS = (0.05, 20.0)  # far beyond any useful T; keeps the search finite
@@ -58,6 +57,8 @@ def _log_loss(y: np.ndarray, z: np.ndarray) -> float:
 
 def fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     """The T in TEMPERATURE_BOUNDS that minimises the log loss of sigmoid(logit(p) / T) on (y, p)."""
+    from scipy.optimize import minimize_scalar
+
     y = np.asarray(y, dtype=np.float64)
     z = logit(p)
     result = minimize_scalar(lambda t: _log_loss(y, z / t), bounds=TEMPERATURE_BOUNDS, method="bounded",

@@ -22,7 +22,8 @@ Which answers the model sees:
 
 Every path (stateless, stateful, batch) goes through ``run_model``, which applies
 model.json's ``temperature`` (fitted on the valid split, 1.0 when absent):
-mastery = sigmoid(logit(p) / T). The prior (base rates) needs none.
+mastery = sigmoid(logit(p) / T) (``kt.calibration.apply_temperature``). The
+prior (base rates) needs none.
 
 Batches (JSON Lines) run as padded batches of users sorted by length (at most
 BATCH_TOKENS padded answers per forward pass); a bad line gets an error line,
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
+from kt.calibration import apply_temperature
 from kt.mastery import response
 from kt.model import DKT, DKTConfig, encode
 from kt.topics import OTHER_TOPIC
@@ -283,19 +285,11 @@ def run_model(
         tokens[np.arange(longest) < row_lengths[:, None]] = encode(skills, correct)  # (b, T)
         state = (h_all[:, rows_t], c_all[:, rows_t])
         p, (h, c) = net.step_state(torch.from_numpy(tokens), state, torch.from_numpy(row_lengths))
-        probs[rows] = calibrated(p.numpy(), model.temperature)
+        probs[rows] = apply_temperature(p.numpy(), model.temperature)
         h_all[:, rows_t], c_all[:, rows_t] = h, c
     untouched = [i for i in range(n) if lengths[i] == 0 and states[i] is None]
     probs[untouched] = np.asarray(model.prior, dtype=np.float32)
     return probs, h_all, c_all
-
-
-def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """sigmoid(logit(p) / T), as kt.calibration.apply_temperature (not bundled in model.tar.gz)."""
-    if temperature == 1.0:
-        return probs
-    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
-    return (1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p)) / temperature))).astype(probs.dtype)
 
 
 def _chunks(order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
