@@ -244,7 +244,9 @@ class Trainer:
         self.model.load_state_dict(self.best_state)
         self.model.to("cpu")
         self.device = torch.device("cpu")
-        return {"valid": self.valid_metrics(), "epochs": self.epoch, "history": self.history}
+        valid_y, valid_p = predict_windows(self.model, self.valid_windows)  # the best epoch's, for model.json too
+        return {"valid": metrics(valid_y, valid_p), "valid_predictions": (valid_y, valid_p), "epochs": self.epoch,
+                "history": self.history}
 
     def train_epoch(self) -> dict:
         """The rest of the current epoch (all of it, unless resumed mid-epoch), validation, checkpoint."""
@@ -309,7 +311,7 @@ class Trainer:
         train_skills = np.concatenate([np.asarray(s) for s in self.train_sequences["skill_id"].to_pylist()])
         train_correct = np.concatenate([np.asarray(c) for c in self.train_sequences["correct"].to_pylist()])
         skill_mix = np.bincount(self.vocab.indices(train_skills), minlength=len(self.vocab)) / len(train_skills)
-        valid_y, valid_pred = predict_windows(self.model, self.valid_windows)
+        valid_y, valid_pred = result["valid_predictions"]
         return {
             "model_version": self.paths.job_name,
             "config": self.model.config.to_dict(),
