@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/etl.py                      # 1M and 5M interactions (Riiid format)
     .venv/bin/python bench/etl.py --sizes 200000       # a quick look
+    .venv/bin/python bench/etl.py --kt1 --sizes 1000000 # EdNet KT1: per-user files vs consolidated shards
 
 Synthetic raw data, written fast with numpy/pyarrow (kt.sample simulates
 students one answer at a time, far too slow at this size): ~170 answers per
@@ -16,6 +17,12 @@ whole subprocess (interpreter, JVM and SparkSession start included); the
 runs the outputs are compared (manifest counts and every sequence).
 Targets (issue 3), on this 2-core box: Spark 5M rows end to end < 60 s;
 peak RSS < 4 GiB for each engine.
+
+``--kt1`` writes the same rows as EdNet KT1 per-user files (one ``u<id>.csv``
+per ~170 answers) and as the shards ``kt ingest`` consolidates them into
+(``kt.ingest.KT1Shards``, timed), then runs both engines on both layouts
+(issue 4: "KT1's many small files consolidated"); the baseline of each row is
+the per-user layout with the same engine.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import pyarrow.csv as pacsv
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 
-from kt.schema import RIIID_COLUMNS, RIIID_QUESTION_COLUMNS  # noqa: E402
+from kt.schema import KT1_COLUMNS, KT1_QUESTION_COLUMNS, RIIID_COLUMNS, RIIID_QUESTION_COLUMNS  # noqa: E402
 
 QUESTIONS = 13_523
 SKILLS = 188
@@ -94,6 +101,52 @@ def generate(raw: str, rows: int, seed: int = 0) -> None:
         f.write(b"0,1,115,1,0,0,0,1,,\n1,2,115\n")
 
 
+def generate_kt1(riiid_raw: str, per_user: str, shards: str) -> float:
+    """The Riiid rows as KT1 per-user files (lectures dropped, answers as letters) and as ingest's shards.
+
+    Returns the seconds the consolidation took (kt.ingest.KT1Shards over every user file's bytes).
+    """
+    from kt.ingest import KT1Shards
+
+    rows = pacsv.read_csv(os.path.join(riiid_raw, "train.csv"),
+                          parse_options=pacsv.ParseOptions(invalid_row_handler=lambda row: "skip"),
+                          convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RIIID_COLUMNS}))
+    rows = rows.filter(pc.not_equal(rows["content_type_id"], "1"))
+    answer = pc.take(pa.array(["a", "b", "c", "d", "x"]),
+                     pc.fill_null(pc.cast(pc.if_else(pc.match_substring_regex(rows["user_answer"], "^[0-3]$"),
+                                                     rows["user_answer"], "4"), pa.int64()), 4))
+    kt1 = pa.table({"timestamp": rows["timestamp"], "solving_id": rows["task_container_id"],
+                    "question_id": pc.binary_join_element_wise("q", rows["content_id"], ""),
+                    "user_answer": answer, "elapsed_time": pc.fill_null(rows["prior_question_elapsed_time"], "")})
+    questions = pacsv.read_csv(os.path.join(riiid_raw, "questions.csv"),
+                               convert_options=pacsv.ConvertOptions(column_types={"tags": pa.string()}))
+    n = questions.num_rows
+    contents = pa.table({
+        "question_id": pc.binary_join_element_wise("q", pc.cast(questions["question_id"], pa.string()), ""),
+        "bundle_id": pc.cast(questions["bundle_id"], pa.string()), "explanation_id": pa.array([""] * n),
+        "correct_answer": pc.take(pa.array(["a", "b", "c", "d"]), questions["correct_answer"]),
+        "part": questions["part"], "tags": pc.replace_substring(questions["tags"], " ", ";"),
+        "deployed_at": pa.array([0] * n)}).select(list(KT1_QUESTION_COLUMNS))
+    for root in (per_user, shards):
+        os.makedirs(os.path.join(root, "contents"), exist_ok=True)
+        pacsv.write_csv(contents, os.path.join(root, "contents", "questions.csv"))
+    os.makedirs(os.path.join(per_user, "KT1"))
+    user = rows["user_id"].to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(user)]):  # a malformed user id splits a user's rows in two
+        path = os.path.join(per_user, "KT1", f"u{user[start]}.csv" if str(user[start]).isdigit() else "ubad.csv")
+        options = pacsv.WriteOptions(quoting_style="none", include_header=not os.path.exists(path))
+        with open(path, "ab") as f:
+            pacsv.write_csv(kt1.slice(start, end - start), f, write_options=options)
+    started = time.monotonic()
+    consolidated = KT1Shards(shards)
+    for name in sorted(os.listdir(os.path.join(per_user, "KT1"))):
+        with open(os.path.join(per_user, "KT1", name), "rb") as f:
+            consolidated.add(name, f.read())
+    consolidated.close()
+    return time.monotonic() - started
+
+
 def child(engine: str, raw: str, processed: str) -> None:
     """Run one engine (in this subprocess) and print its manifest as JSON."""
     if engine == "python":
@@ -142,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--keep", help="directory for the data (default: a temporary one)")
+    parser.add_argument("--kt1", action="store_true", help="EdNet KT1 per-user files vs consolidated shards")
     args = parser.parse_args(argv)
+    if args.kt1:
+        return main_kt1(args)
     print(f"{'rows':>10} {'engine':>7} {'wall s':>7} {'etl s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'wall vs python':>14}")
     with tempfile.TemporaryDirectory(prefix="kt-bench-etl-", dir=args.keep) as tmp:
         for size in args.sizes:
@@ -161,6 +217,32 @@ def main(argv: list[str] | None = None) -> None:
             equal = same_output(os.path.join(tmp, f"python-{size}"), os.path.join(tmp, f"spark-{size}"),
                                 results["python"]["manifest"], results["spark"]["manifest"])
             print(f"# identical output: {equal}", flush=True)
+
+
+def main_kt1(args: argparse.Namespace) -> None:
+    print(f"{'rows':>10} {'engine':>7} {'layout':>9} {'files':>7} {'wall s':>7} {'etl s':>7} {'rows/s':>9} "
+          f"{'peak RSS GiB':>12} {'wall vs files':>13}")
+    with tempfile.TemporaryDirectory(prefix="kt-bench-etl-kt1-", dir=args.keep) as tmp:
+        for size in args.sizes:
+            riiid, per_user, shards = (os.path.join(tmp, f"{kind}-{size}") for kind in ("riiid", "files", "shards"))
+            generate(riiid, size)
+            consolidation_s = generate_kt1(riiid, per_user, shards)
+            layouts = {"files": per_user, "shards": shards}
+            files = {k: len(os.listdir(os.path.join(root, "KT1"))) for k, root in layouts.items()}
+            print(f"# {size:,} rows: {files['files']:,} user files; consolidated into {files['shards']} shard(s) "
+                  f"in {consolidation_s:.1f} s", flush=True)
+            results = {}
+            for engine in ("python", "spark"):
+                for layout, root in layouts.items():
+                    r = results[engine, layout] = measure(engine, root, os.path.join(tmp, f"{engine}-{layout}-{size}"))
+                    ratio = r["wall_s"] / results[engine, "files"]["wall_s"]
+                    print(f"{size:>10,} {engine:>7} {layout:>9} {files[layout]:>7,} {r['wall_s']:>7.1f} "
+                          f"{r['etl_s']:>7.1f} {r['rows_in'] / r['wall_s']:>9,.0f} {r['peak_rss_gib']:>12.2f} "
+                          f"{ratio:>13.2f}", flush=True)
+            equal = all(same_output(os.path.join(tmp, f"python-files-{size}"), os.path.join(tmp, f"{e}-{l}-{size}"),
+                                    results["python", "files"]["manifest"], results[e, l]["manifest"])
+                        for e, l in results)
+            print(f"# identical output (all four): {equal}", flush=True)
 
 
 if __name__ == "__main__":

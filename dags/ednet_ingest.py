@@ -10,8 +10,10 @@ Trigger it from the UI with:
 - **format**: `riiid` (`train.csv` + `questions.csv`) or `kt1` (per-user
   `u<id>.csv` files + `contents/questions.csv`).
 
-- **consolidate_kt1**: pack KT1's ~784K small files into ~50 CSV shards with a
-  `user_id` column (off until the ETL readers read shards; see `kt.ingest`).
+- **consolidate_kt1** (on by default): pack KT1's ~784K small files into ~50
+  CSV shards of 128 MB with a `user_id` column, which both ETL engines read
+  (784K S3 objects are the main cost of a Glue run; see `kt.ingest`). Off keeps
+  the per-user files.
 
 Downloads resume where a failed attempt stopped (HTTP `Range`), checksums go to
 `raw/ednet/_ingest.json`, archives are streamed (never extracted to disk), and
@@ -45,8 +47,8 @@ RAW = runtime.lake_asset("raw")
                         description="local path, http(s):// URL or s3:// URI of the files, a directory or an archive"),
         "format": Param("riiid", enum=["riiid", "kt1"], title="Format",
                         description="riiid: train.csv + questions.csv; kt1: u<id>.csv files + contents/questions.csv"),
-        "consolidate_kt1": Param(False, type="boolean", title="Consolidate KT1",
-                                 description="KT1 user files -> CSV shards with a user_id column"),
+        "consolidate_kt1": Param(True, type="boolean", title="Consolidate KT1",
+                                 description="KT1 user files -> ~128 MB CSV shards with a user_id column"),
     },
     default_args={
         "retries": 2,

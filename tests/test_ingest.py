@@ -16,7 +16,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+import pyarrow.parquet as pq
+
 from kt import etl, ingest, sample
+from kt.data import read_sequences
 from kt.config import Settings
 
 
@@ -101,7 +104,7 @@ def test_kt1_tar_gz_keeps_every_user_file_and_the_etl_reads_it_as_the_original(k
         tar.add(os.path.join(kt1_dir, "KT1"), arcname="KT1")
         tar.add(os.path.join(kt1_dir, "contents", "questions.csv"), arcname="contents/questions.csv")
         tar.add(os.path.join(kt1_dir, "skill_mappings.json"), arcname="skill_mappings.json")
-    result = ingest.ingest(settings, archive, "kt1")
+    result = ingest.ingest(settings, archive, "kt1", consolidate=False)
     users = sorted(os.listdir(os.path.join(kt1_dir, "KT1")))
     assert sorted(os.listdir(_raw(settings, "KT1"))) == users
     assert all(_sha(_raw(settings, "KT1", u)) == _sha(os.path.join(kt1_dir, "KT1", u)) for u in users)
@@ -111,14 +114,14 @@ def test_kt1_tar_gz_keeps_every_user_file_and_the_etl_reads_it_as_the_original(k
     for key in ("rows_in", "rows_out", "quarantined", "users"):
         assert ingested[key] == original[key], key
 
-    assert not ingest.ingest(settings, archive, "kt1")["changed"]
+    assert not ingest.ingest(settings, archive, "kt1", consolidate=False)["changed"]
     os.remove(_raw(settings, "KT1", users[0]))  # a user file went missing: ingest again
-    assert ingest.ingest(settings, archive, "kt1")["changed"]
+    assert ingest.ingest(settings, archive, "kt1", consolidate=False)["changed"]
     assert os.path.exists(_raw(settings, "KT1", users[0]))
 
 
 def test_kt1_consolidation_keeps_each_users_rows_in_order_in_shards(kt1_dir, settings, tmp_path):
-    result = ingest.ingest(settings, kt1_dir, "kt1", consolidate=True)
+    result = ingest.ingest(settings, kt1_dir, "kt1")  # consolidated by default
     shards = sorted(os.listdir(_raw(settings, "KT1")))
     assert shards == ["part-00000.csv"] and result["kt1"]["layout"] == "shards"
     rows: dict[str, list[list[str]]] = {}
@@ -132,6 +135,40 @@ def test_kt1_consolidation_keeps_each_users_rows_in_order_in_shards(kt1_dir, set
             original = [r for r in csv.reader(f)][1:]
         assert rows[name[1:-4]] == original, name
     assert result["kt1"]["rows"] == sum(len(r) for r in rows.values())
+    assert not ingest.ingest(settings, kt1_dir, "kt1")["changed"]
+
+
+def test_the_etl_reads_shards_as_the_per_user_files(kt1_dir, settings, tmp_path):
+    """Same users, lists, splits and counts; a quarantined row names its shard and carries the user id."""
+    ingest.ingest(settings, kt1_dir, "kt1")
+    original = etl.run_etl(kt1_dir, str(tmp_path / "per-user"), progress=False)
+    consolidated = etl.run_etl(_raw(settings), str(tmp_path / "shards"), progress=False)
+    assert original["quarantined"] > 0
+    for key in ("rows_in", "rows_out", "lectures", "quarantined_by_reason", "users_by_split", "rows_by_split", "skills"):
+        assert consolidated[key] == original[key], key
+    assert (read_sequences(str(tmp_path / "shards")).to_pylist()
+            == read_sequences(str(tmp_path / "per-user")).to_pylist())
+    quarantine = pq.read_table(str(tmp_path / "shards" / "_quarantine")).to_pylist()
+    assert {q["source"] for q in quarantine} == {"KT1/part-00000.csv"}
+    expected = pq.read_table(str(tmp_path / "per-user" / "_quarantine")).to_pylist()
+    assert sorted((q["reason"], q["raw"]) for q in quarantine) == sorted(
+        (q["reason"], q["source"].removeprefix("KT1/u").removesuffix(".csv") + "," + q["raw"]) for q in expected)
+
+
+def test_a_user_file_with_another_header_is_not_consolidated(tmp_path):
+    """Its rows would land in the wrong columns: a clear error instead (per-user files keep any column order)."""
+    shards = ingest.KT1Shards(str(tmp_path / "raw"))
+    with pytest.raises(ingest.IngestError, match="u7.csv: header .* is not KT1's"):
+        shards.add("KT1/u7.csv", b"solving_id,timestamp,question_id,user_answer,elapsed_time\n1,2,q1,a,1\n")
+
+
+def test_shards_quote_a_user_id_with_a_comma(tmp_path):
+    """u1,2.csv: the id lands in one field (and is then quarantined as a bad user id, as its file would be)."""
+    shards = ingest.KT1Shards(str(tmp_path / "raw"))
+    shards.add("KT1/u1,2.csv", b"\xef\xbb\xbf\ntimestamp,solving_id,question_id,user_answer,elapsed_time\n\n5,1,q1,a,1\n")
+    shards.close()
+    with open(tmp_path / "raw" / "KT1" / "part-00000.csv", newline="") as f:
+        assert list(csv.reader(f))[1:] == [["1,2", "5", "1", "q1", "a", "1"]]
 
 
 def test_shards_roll_over_without_splitting_a_user(tmp_path):

@@ -4,7 +4,8 @@ Both engines run on the same raw files: the sample lake in both formats, an S3
 lake (moto server), and crafted edge cases (timestamp ties, lectures, duplicate
 row ids, unknown and untagged content, one-answer users, a 20,000-answer user,
 empty and header-only files, non-UTF-8 bytes, wrong column counts, quoting,
-several files of one KT1 user, files Spark's listing would hide). Equal means:
+several files of one KT1 user, files Spark's listing would hide, KT1 consolidated
+into shards next to per-user files). Equal means:
 same manifest (but engine, timing and bucket count), same sequences table
 (users, splits, every list), same skills, same quarantine multiset. One local
 SparkSession serves the whole run.
@@ -20,7 +21,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from kt import etl, lake, sample, spark_etl
+from kt import etl, ingest, lake, sample, spark_etl
 from kt.aws import free_port
 from kt.data import read_sequences, read_skills
 from kt.schema import KT1_COLUMNS, QUARANTINE_REASONS, QUARANTINE_SCHEMA, RIIID_COLUMNS, SEQUENCES_SCHEMA, SKILLS_SCHEMA
@@ -233,6 +234,30 @@ def test_kt1_edge_cases_are_identical(spark, tmp_path):
     users = {s["user_id"]: s for s in read_sequences(str(tmp_path / "spark")).to_pylist()}
     assert sorted(users) == [1, 2, 3, 8]
     assert users[1]["n"] == 8 and users[3]["n"] == 20_000 and users[2]["n"] == 1
+
+
+@pytest.mark.slow
+def test_kt1_shards_next_to_a_user_file_are_identical(spark, tmp_path):
+    """The edge cases consolidated by ingest into shards (user id in a column), one user file left beside them."""
+    raw = str(tmp_path / "raw")
+    lake.write_text(f"{raw}/contents/questions.csv", KT1_QUESTIONS)
+    files = _kt1_files(random.Random(7))
+    lake.write_bytes(f"{raw}/KT1/u8.csv", files.pop("u8.csv"))
+    shards = ingest.KT1Shards(raw, shard_bytes=100_000)  # the 20,000-answer user gets a shard of its own
+    for name, data in files.items():
+        if name.endswith(".csv"):
+            shards.add(name, data)
+    shards.close()
+    assert sorted(os.listdir(f"{raw}/KT1")) == ["part-00000.csv", "part-00001.csv", "part-00002.csv", "u8.csv"]
+    _, manifest = both(raw, str(tmp_path), spark)
+    assert set(manifest["quarantined_by_reason"]) == {
+        "wrong_column_count", "bad_user_id", "bad_timestamp", "bad_content_id", "bad_task_container_id",
+        "bad_user_answer", "unknown_content_id", "untagged_content"}
+    users = {s["user_id"]: s for s in read_sequences(str(tmp_path / "spark")).to_pylist()}
+    assert sorted(users) == [1, 2, 3, 8]
+    assert users[1]["n"] == 8 and users[3]["n"] == 20_000 and users[8]["n"] == 2
+    quarantine = pq.read_table(f"{tmp_path}/spark/_quarantine").to_pylist()
+    assert {"source": "KT1/part-00002.csv", "reason": "bad_user_id", "raw": "x,1,1,q1,b,1"} in quarantine
 
 
 @pytest.mark.slow

@@ -147,7 +147,7 @@ def cmd_endpoint_serve(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from kt import ingest
 
-    return ingest.main(_settings(args), source=args.source, fmt=args.format)
+    return ingest.main(_settings(args), source=args.source, fmt=args.format, consolidate=args.consolidate_kt1)
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", "copy or download EdNet/Riiid files into raw/ednet/ (checksums, idempotent)")
     p.add_argument("--source", required=True, help="local path, http(s):// or s3:// URL of the files or an archive")
     p.add_argument("--format", choices=["riiid", "kt1"], default="riiid")
+    p.add_argument("--no-consolidate-kt1", dest="consolidate_kt1", action="store_false",
+                   help="keep KT1's per-user files (default: pack them into ~128 MB shards with a user_id column)")
     p.set_defaults(func=cmd_ingest)
 
     p = add("drift", "compare recent answers and predictions with the model's reference; publish the KT metric")

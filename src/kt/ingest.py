@@ -33,12 +33,14 @@ further: the users' rows are appended, in file order, to CSV shards of about
 ``SHARD_BYTES`` (``KT1/part-00000.csv``, ...) whose first column is the
 ``user_id`` from the file name and whose other columns are KT1's own, byte for
 byte; a user never spans two shards, so "row_id = position in the user's rows"
-still holds. 784K objects become ~50. The ETL readers do not read shards yet,
-so it is off by default.
+still holds. 784K objects become ~50, which both ETL engines read as they read
+the per-user files (same sequences; a quarantined row names its shard). It is
+the default (``consolidate=False`` keeps the per-user files).
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -54,7 +56,7 @@ from urllib.parse import urlparse
 
 from kt import lake
 from kt.config import Settings
-from kt.schema import KT1_COLUMNS
+from kt.schema import KT1_COLUMNS, KT1_SHARD_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ RECORD = "_ingest.json"
 SHARD_BYTES = 128 << 20  # consolidated KT1 shard size: a comfortable Spark split and python reader block
 CHUNK = 1 << 20
 KT1_USER_FILE = re.compile(r"^u([^/]*)\.csv$")
-KT1_SHARD_HEADER = ",".join(("user_id",) + KT1_COLUMNS) + "\n"
+KT1_SHARD_HEADER = ",".join(KT1_SHARD_COLUMNS) + "\n"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 MAX_LISTED = 100  # skipped source files named in the record
 WRITERS = 16  # parallel writes of KT1 user files (S3 PUTs are latency-bound)
@@ -329,6 +331,11 @@ class KT1Files:
         self.pool.shutdown()
 
 
+def _csv_field(text: str) -> str:
+    """A CSV field as written: quoted when it holds a comma, quote or line break (a user id from a file name)."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
 class KT1Shards:
     """Appends KT1 user files to CSV shards of about SHARD_BYTES, with a leading user_id column."""
 
@@ -349,9 +356,13 @@ class KT1Shards:
 
     def add(self, name: str, data: bytes) -> None:
         """One user's file: header dropped, every line prefixed with the user id."""
-        user_id = KT1_USER_FILE.match(name.rsplit("/", 1)[-1]).group(1).encode()
+        user_id = _csv_field(KT1_USER_FILE.match(name.rsplit("/", 1)[-1]).group(1)).encode()
         lines = data.removeprefix(b"\xef\xbb\xbf").splitlines()  # a UTF-8 BOM would glue onto the header
-        body = b"".join(user_id + b"," + line + b"\n" for line in lines[1:] if line.strip())
+        first = next((i for i, line in enumerate(lines) if line.strip()), len(lines))  # the header, as readers take it
+        if first < len(lines) and next(csv.reader([lines[first].decode("utf-8", "replace").strip()])) != list(KT1_COLUMNS):
+            raise IngestError(f"{name}: header {lines[first][:200]!r} is not KT1's {','.join(KT1_COLUMNS)}: its "
+                              "rows cannot be consolidated column for column (ingest without consolidation)")
+        body = b"".join(user_id + b"," + line + b"\n" for line in lines[first + 1:] if line.strip())
         full = self.writer is not None and self.writer.size + len(body) > self.shard_bytes
         if self.writer is None or (full and self.writer.size > len(KT1_SHARD_HEADER)):
             self._next_shard()
@@ -435,7 +446,7 @@ def _sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def ingest(settings: Settings, source: str, fmt: str, consolidate: bool = False) -> dict:
+def ingest(settings: Settings, source: str, fmt: str, consolidate: bool = True) -> dict:
     """Bring one source into raw/ednet/ unless it is there already; return the record and whether it changed."""
     from kt import aws_requests
 
@@ -466,10 +477,10 @@ def ingest(settings: Settings, source: str, fmt: str, consolidate: bool = False)
     return {"changed": True, "raw": raw, **record}
 
 
-def main(settings: Settings, source: str, fmt: str) -> int:
+def main(settings: Settings, source: str, fmt: str, consolidate: bool = True) -> int:
     """`kt ingest`: print what was written (or that nothing had to be)."""
     try:
-        result = ingest(settings, source, fmt)
+        result = ingest(settings, source, fmt, consolidate)
     except IngestError as e:
         print(f"ingest failed: {e}")
         return 1

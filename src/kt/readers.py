@@ -27,7 +27,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from kt import lake
-from kt.schema import KT1_COLUMNS, KT1_QUESTION_COLUMNS, QUARANTINE_SCHEMA, RIIID_COLUMNS, RIIID_QUESTION_COLUMNS
+from kt.schema import (
+    KT1_COLUMNS,
+    KT1_QUESTION_COLUMNS,
+    KT1_SHARD_COLUMNS,
+    KT1_SHARD_FILE,
+    QUARANTINE_SCHEMA,
+    RIIID_COLUMNS,
+    RIIID_QUESTION_COLUMNS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -358,14 +366,18 @@ def read_riiid(uri: str, questions: Questions, source: str = "train.csv") -> Ite
 
 
 KT1_FILE = re.compile(r"^u(\d{1,18})\.csv$")
+KT1_SHARD = re.compile(KT1_SHARD_FILE)
 KT1_BATCH_ROWS = 1 << 20
 
 
 def read_kt1(kt1_dir: str, questions: Questions) -> Iterator[Batch]:
-    """Validated interactions of EdNet KT1 per-user files (``u<id>.csv``), a few files per batch.
+    """Validated interactions of EdNet KT1: per-user files (``u<id>.csv``) and/or consolidated shards.
 
-    KT1 has no row ids or lectures: row_id is the row's position in its file, and
-    the bundle (``solving_id``) stands in for Riiid's task_container_id.
+    KT1 has no row ids or lectures: row_id is the row's position among its
+    user's rows in its file, and the bundle (``solving_id``) stands in for
+    Riiid's task_container_id. Shards (``part-NNNNN.csv``, written by ``kt
+    ingest``) carry the user id in a first column instead of the file name;
+    a user's rows keep their order there, so both layouts give the same rows.
     """
     pending: list[Batch] = []
     pending_rows = 0
@@ -375,6 +387,9 @@ def read_kt1(kt1_dir: str, questions: Questions) -> Iterator[Batch]:
         below_root = uri.removeprefix("s3://")[len(root):]
         # Like Spark and Hadoop, skip hidden names (_SUCCESS, macOS ._u1.csv, _tmp/ folders) below the root.
         if not name.endswith(".csv") or any(part[:1] in "_." for part in below_root.split("/") if part):
+            continue
+        if KT1_SHARD.match(name):
+            yield from _read_kt1_shard(uri, f"KT1/{name}", questions)
             continue
         batch = _read_kt1_file(uri, f"KT1/{name}", questions)
         pending.append(batch)
@@ -396,6 +411,7 @@ def _concat(batches: list[Batch]) -> Batch:
 
 
 def _read_kt1_file(uri: str, source: str, questions: Questions) -> Batch:
+    """One user's file: the user id is in its name."""
     rejects = _Rejects(source)
     match = KT1_FILE.match(source.rsplit("/", 1)[-1])
     tables = [pa.Table.from_batches([b]) for b in _csv_batches(uri, KT1_COLUMNS, rejects)]
@@ -404,8 +420,50 @@ def _read_kt1_file(uri: str, source: str, questions: Questions) -> Batch:
         return Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), wrong_column_count, 0)
     table = pa.concat_tables(tables)
     n = table.num_rows
+    user_id = pa.array(np.full(n, int(match.group(1)) if match else 0, dtype=np.int64))
+    return _kt1_batch(table, rejects, user_id, np.full(n, match is not None), np.arange(n, dtype=np.int64),
+                      questions, rows_in=n + wrong_column_count)
+
+
+def _read_kt1_shard(uri: str, source: str, questions: Questions) -> Iterator[Batch]:
+    """A consolidated shard, block by block: the user id is the first column, row_id counts on across blocks."""
+    rejects = _Rejects(source)
+    rows_so_far: dict[int, int] = {}
+    for batch in _csv_batches(uri, KT1_SHARD_COLUMNS, rejects):
+        wrong_column_count = len(rejects.raw)
+        table = pa.Table.from_batches([batch])
+        user_id, user_ok = _int_or_null(table["user_id"].combine_chunks())
+        row_id = _positions_in_user(user_id.fill_null(0).to_numpy(), user_ok, rows_so_far)
+        yield _kt1_batch(table, rejects, user_id, user_ok, row_id, questions,
+                         rows_in=table.num_rows + wrong_column_count)
+    if rejects.raw:  # rows the parser skipped after the last block
+        leftover = len(rejects.raw)
+        yield Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), leftover, 0)
+
+
+def _positions_in_user(user_id: np.ndarray, valid: np.ndarray, rows_so_far: dict[int, int]) -> np.ndarray:
+    """Each row's position among its user's rows (0 where the id is invalid); rows_so_far carries on."""
+    positions = np.zeros(len(user_id), dtype=np.int64)
+    ids = user_id[valid]
+    if len(ids) == 0:
+        return positions
+    users, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")  # rows grouped by user, file order kept inside a group
+    in_block = np.empty(len(ids), dtype=np.int64)
+    in_block[order] = np.arange(len(ids)) - np.repeat(np.cumsum(counts) - counts, counts)
+    before = np.array([rows_so_far.get(u, 0) for u in users.tolist()], dtype=np.int64)
+    positions[valid] = before[inverse] + in_block
+    for u, count in zip(users.tolist(), counts.tolist()):
+        rows_so_far[u] = rows_so_far.get(u, 0) + count
+    return positions
+
+
+def _kt1_batch(table: pa.Table, rejects: _Rejects, user_id: pa.Array, user_ok: np.ndarray, row_id: np.ndarray,
+               questions: Questions, rows_in: int) -> Batch:
+    """Check KT1 rows in the reference order and normalise the kept ones."""
+    n = table.num_rows
     keep = np.ones(n, dtype=bool)
-    _check(table, rejects, keep, np.full(n, match is None), "bad_user_id")
+    _check(table, rejects, keep, ~user_ok, "bad_user_id")
     timestamp, ok = _int_or_null(table["timestamp"].combine_chunks())
     _check(table, rejects, keep, ~ok, "bad_timestamp")
     content_id, ok = _int_or_null(pc.utf8_replace_slice(table["question_id"].combine_chunks(), 0, 1, ""), r"^\d{1,9}$")
@@ -424,16 +482,15 @@ def _read_kt1_file(uri: str, source: str, questions: Questions) -> Batch:
     _check(table, rejects, keep, (rows >= 0) & (questions.skill_id[safe_rows] == NO_SKILL), "untagged_content")
     mask = pa.array(keep)
     correct = (choice == questions.correct_answer[safe_rows]).astype(np.int8)
-    user_id = int(match.group(1)) if match else 0
     elapsed, _ = _int_or_null(table["elapsed_time"].combine_chunks())
     kept = int(keep.sum())
     return Batch(
         interactions=pa.table(
             {
-                "user_id": pa.array(np.full(kept, user_id, dtype=np.int64)),
+                "user_id": user_id.filter(mask),
                 "timestamp": timestamp.filter(mask),
                 "task_container_id": container.filter(mask),
-                "row_id": pa.array(np.flatnonzero(keep).astype(np.int64)),
+                "row_id": pa.array(row_id[keep]),
                 "content_id": pc.cast(content_id.filter(mask), pa.int32()),
                 "correct": pa.array(correct[keep]),
                 "elapsed_ms": pc.cast(pc.if_else(pc.less(elapsed, 2**31 - 1), elapsed, None), pa.int32()).filter(mask),
@@ -442,6 +499,6 @@ def _read_kt1_file(uri: str, source: str, questions: Questions) -> Batch:
             schema=INTERACTION_SCHEMA,
         ),
         quarantine=rejects.drain(),
-        rows_in=n + wrong_column_count,
+        rows_in=rows_in,
         lectures=0,
     )

@@ -48,6 +48,10 @@ RIIID_COLUMNS = (
 )
 RIIID_QUESTION_COLUMNS = ("question_id", "bundle_id", "correct_answer", "part", "tags")
 KT1_COLUMNS = ("timestamp", "solving_id", "question_id", "user_answer", "elapsed_time")
+# Consolidated KT1 (``kt ingest`` with consolidation): KT1/part-NNNNN.csv shards whose rows are the users' rows,
+# each prefixed with the user id that per-user files carry in their name (u<id>.csv).
+KT1_SHARD_COLUMNS = ("user_id",) + KT1_COLUMNS
+KT1_SHARD_FILE = r"^part-[0-9]{5,}\.csv$"
 KT1_QUESTION_COLUMNS = (
     "question_id",
     "bundle_id",

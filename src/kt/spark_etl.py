@@ -11,7 +11,9 @@ each rule of the reference (``kt.readers``) is met:
   ``pathGlobFilter=*.csv``), never a read per file: Spark packs the ~784K small
   files into a few thousand tasks, and ``_metadata.file_path`` (the successor
   of ``input_file_name()``, which also gives the split's ``file_block_start``)
-  names each row's file, hence its user id and quarantine source.
+  names each row's file, hence its user id and quarantine source. Consolidated
+  shards (``part-NNNNN.csv``, from ``kt ingest``) are a second read, by path
+  list, whose first column is the user id; the two reads are one union.
 - "File order" is (file, block start, ``monotonically_increasing_id``): ids grow
   in read order inside a task, and a file split is read by one task. It decides
   which duplicate row_id wins (the first) and KT1's row_id (position among the
@@ -38,11 +40,13 @@ Local Spark cannot read ``s3://`` here, so an S3 lake is staged to a temp dir
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +66,8 @@ from kt.readers import NO_SKILL, Questions, read_kt1_questions, read_riiid_quest
 from kt.schema import (
     DEFAULT_SKILL_TOPICS,
     KT1_COLUMNS,
+    KT1_SHARD_COLUMNS,
+    KT1_SHARD_FILE,
     OTHER_TOPIC,
     QUARANTINE_REASONS,
     QUARANTINE_SCHEMA,
@@ -299,10 +305,24 @@ def riiid_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
     )
 
 
-def kt1_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
-    """KT1 rows, typed and checked in kt.readers.read_kt1's order; user id from the file name."""
+def kt1_user_files(raw_rows: DataFrame) -> DataFrame:
+    """Rows of per-user files: the user id is in the file name (u<id>.csv; "" when the name is not one)."""
     name = F.regexp_extract("file", r"[^/]*\z", 0)
-    user_ok = name.rlike(KT1_FILE)
+    return raw_rows.select(*KT1_COLUMNS, CORRUPT, "file", "block_start", "seq",  # kt1_shards' columns, for the union
+                           F.regexp_extract(name, KT1_FILE, 1).alias("user_text"),
+                           F.lit(None).cast("string").alias("user_field"))
+
+
+def kt1_shards(raw_rows: DataFrame) -> DataFrame:
+    """Rows of consolidated shards: the user id is their first column (also part of a quarantined row's text)."""
+    return raw_rows.select(*KT1_COLUMNS, CORRUPT, "file", "block_start", "seq",
+                           _text("user_id").alias("user_text"), _text("user_id").alias("user_field"))
+
+
+def kt1_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
+    """KT1 rows (from kt1_user_files / kt1_shards), typed and checked in kt.readers.read_kt1's order."""
+    name = F.regexp_extract("file", r"[^/]*\z", 0)
+    user_ok = F.col("user_text").rlike(INT)
     timestamp, timestamp_ok = _int("timestamp")
     question = _text("question_id")
     content_ok = question.rlike(KT1_QUESTION)
@@ -312,7 +332,8 @@ def kt1_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
     choice = F.when(answer == "a", 0).when(answer == "b", 1).when(answer == "c", 2).when(answer == "d", 3).otherwise(-1)
     elapsed, _ = _int("elapsed_time")
     parsed = F.col(CORRUPT).isNull()
-    user_id = F.when(user_ok, F.regexp_extract(name, KT1_FILE, 1).cast("bigint"))
+    user_id = F.when(user_ok, F.col("user_text").cast("bigint"))
+    raw = F.when(F.col(CORRUPT).isNull(), F.concat_ws(",", "user_field", *[_text(c) for c in KT1_COLUMNS]))
     early = _checks((~parsed, "wrong_column_count"))
     late = _checks(
         (~user_ok, "bad_user_id"),
@@ -329,7 +350,7 @@ def kt1_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
         user_id.alias("user_id"),
         _split(user_id).alias("split"),
         F.when(rejected, F.concat(F.lit("KT1/"), name)).alias("source"),  # kept only where a quarantine row needs it
-        F.when(rejected, _raw(KT1_COLUMNS)).alias("raw"),
+        F.when(rejected, raw.otherwise(F.col(CORRUPT))).alias("raw"),  # concat_ws skips a null user_field
         early.alias("early_reason"),
         late.alias("late_reason"),
         parsed.alias("parsed"),
@@ -582,22 +603,36 @@ def _transform(
 def _checked_rows(spark: SparkSession, fmt: str, interactions: str, csv_files: dict[str, int],
                   questions: Questions) -> DataFrame:
     """The interactions read and checked (before the duplicate check), one row per input row."""
-    columns = KT1_COLUMNS if fmt == "kt1" else RIIID_COLUMNS
-    header = _header(list(csv_files)) or list(columns)
+    lookup = questions_frame(spark, questions)
+    if fmt == "riiid":
+        return riiid_rows(_read_checked_header(spark, list(csv_files), RIIID_COLUMNS, with_file=False), lookup)
+    is_shard = {f: re.match(KT1_SHARD_FILE, f.rsplit("/", 1)[-1]) is not None for f in csv_files}
+    shards = [f for f in csv_files if is_shard[f]]
+    user_files = [f for f in csv_files if not is_shard[f]]
+    parts = []
+    if user_files or not shards:
+        # One read over the directory, never a read per file; next to shards (their header differs), the few
+        # user files left are named one by one.
+        directory = None if shards else interactions
+        parts.append(kt1_user_files(_read_checked_header(spark, user_files, KT1_COLUMNS, directory=directory)))
+    if shards:
+        parts.append(kt1_shards(_read_checked_header(spark, shards, KT1_SHARD_COLUMNS)))
+    return kt1_rows(functools.reduce(DataFrame.union, parts), lookup)
+
+
+def _read_checked_header(spark: SparkSession, files: list[str], columns: tuple[str, ...], with_file: bool = True,
+                         directory: str | None = None) -> DataFrame:
+    """read_csv of some files (or of a whole directory) after checking their header has the format's columns."""
+    header = _header(files) or list(columns)
     missing = [c for c in columns if c not in header]
     if missing:
-        raise ValueError(f"{interactions}: the CSV header has no column {missing}")
-    if not csv_files:
+        raise ValueError(f"{files[0]}: the CSV header has no column {missing}")
+    if not files:
         strings = T.StructType([T.StructField(c, T.StringType()) for c in [*header, CORRUPT, "file"]])
-        raw_rows = driver_table(spark, {c: [] for c in strings.fieldNames()}, strings).select(
+        return driver_table(spark, {c: [] for c in strings.fieldNames()}, strings).select(
             "*", F.lit(0).cast("bigint").alias("block_start"), F.lit(0).cast("bigint").alias("seq"))
-    elif fmt == "riiid":
-        raw_rows = read_csv(spark, [f if lake.is_s3(f) else os.path.abspath(f) for f in csv_files], header,
-                            with_file=False)  # one file: its name is not needed
-    else:
-        raw_rows = read_csv(spark, [interactions if lake.is_s3(interactions) else os.path.abspath(interactions)], header)
-    lookup = questions_frame(spark, questions)
-    return kt1_rows(raw_rows, lookup) if fmt == "kt1" else riiid_rows(raw_rows, lookup)
+    paths = [directory] if directory else files
+    return read_csv(spark, [p if lake.is_s3(p) else os.path.abspath(p) for p in paths], header, with_file=with_file)
 
 
 @contextmanager

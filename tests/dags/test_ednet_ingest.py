@@ -41,3 +41,22 @@ def test_a_source_that_is_not_there_fails_the_run(local_lake, tmp_path):
     run, states, _ = run_dag("ednet_ingest", conf={"source": str(tmp_path / "missing.zip"), "format": "riiid"})
     assert run.state == "failed" and states["ingest"] == "failed"
     assert not os.path.exists(os.path.join(local_lake, "raw"))
+
+
+def test_kt1_is_ingested_as_shards_that_the_etl_dag_reads(local_lake, tmp_path):
+    """The trigger form's defaults consolidate KT1; ednet_etl (the Glue script on local Spark) reads the shards
+    and writes what the reference ETL writes from the original per-user files."""
+    from kt import etl, sample
+
+    source = str(tmp_path / "kt1")
+    sample.generate(source, users=40, skills=8, fmt="kt1", seed=3, tutor_users=0)
+    reference = etl.run_etl(os.path.join(source, "raw", "ednet"), str(tmp_path / "reference"), progress=False)
+
+    run, states, _ = run_dag("ednet_ingest", conf={"source": os.path.join(source, "raw", "ednet"), "format": "kt1"})
+    assert run.state == "success", states
+    assert os.listdir(os.path.join(local_lake, "raw", "ednet", "KT1")) == ["part-00000.csv"]
+    run, states, _ = run_dag("ednet_etl")
+    assert run.state == "success", states
+    manifest = json.load(open(os.path.join(local_lake, "processed", "ednet", "_manifest.json")))
+    for key in ("rows_in", "rows_out", "quarantined_by_reason", "users_by_split", "rows_by_split"):
+        assert manifest[key] == reference[key], key
