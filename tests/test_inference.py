@@ -22,6 +22,29 @@ def model(tiny_model_dir) -> inference.LoadedModel:
     return inference.model_fn(tiny_model_dir)
 
 
+@pytest.fixture(scope="module")
+def count_model_dir(sample_lake, tmp_path_factory) -> str:
+    """The tiny model's training with count_features on."""
+    from kt.config import TrainingPaths
+    from kt.train import Hyperparameters, train
+
+    base = tmp_path_factory.mktemp("count-model")
+    paths = TrainingPaths(
+        train_channel=f"{sample_lake}/processed/ednet", model_dir=str(base / "model"),
+        checkpoint_dir=str(base / "checkpoints"), output_dir=str(base / "output"), job_name="count-model",
+    )
+    train(Hyperparameters(hidden=16, layers=2, epochs=1, batch_size=16, max_seq_len=50, count_features=1), paths)
+    return paths.model_dir
+
+
+@pytest.fixture(scope="module", params=["seed", "count_features"])
+def any_model(request) -> inference.LoadedModel:
+    """Both model kinds, for the paths that carry state: the seed's DKT and one with count_features."""
+    if request.param == "seed":
+        return request.getfixturevalue("model")
+    return inference.model_fn(request.getfixturevalue("count_model_dir"))
+
+
 def _history(model, n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     return [{"skill_id": rng.choice(model.skill_ids), "correct": rng.randint(0, 1)} for _ in range(n)]
@@ -159,7 +182,8 @@ def test_a_response_follows_design_section_6(model):
     assert out["mastery"] != _invoke(model, json.dumps({"user_sequence": []}))["mastery"]  # the history matters
 
 
-def test_a_long_history_is_read_through_the_last_training_window(model):
+def test_a_long_history_is_read_through_the_last_training_window(any_model):
+    model = any_model
     window = model.model.config.max_seq_len
     history = _history(model, 3 * window + 7)
     full = _invoke(model, json.dumps({"user_sequence": history}))
@@ -198,28 +222,37 @@ def _state_of(model, history, state=None):
     return _invoke(model, json.dumps(body))
 
 
-def test_feeding_only_new_answers_to_the_returned_state_equals_a_full_recompute(model):
+def test_feeding_only_new_answers_to_the_returned_state_equals_a_full_recompute(any_model):
+    model = any_model
     history = _history(model, 3 * model.model.config.max_seq_len)  # longer than a window: all of it is fed
-    full_probs, full_h, full_c = inference.run_model(model, [history_pairs(history)], window=False)
+    full_probs, full_h, full_c, full_counts = inference.run_model(model, [history_pairs(history)], window=False)
     state = None
     for night in np.array_split(np.arange(len(history)), 4):  # four nights of new answers
         out = _state_of(model, [history[i] for i in night], state)
         state = out["state"]
     decoded = inference.decode_state(model, json.loads(json.dumps(state)), "state")
-    probs, h, c = inference.run_model(model, [[]], [(decoded.h, decoded.c)], window=False)
+    probs, h, c, counts = inference.run_model(model, [[]], [decoded.model_state()], window=False)
     assert np.abs(probs - full_probs).max() < 1e-5
     assert torch.allclose(h[:, 0], full_h[:, 0], atol=1e-5) and torch.allclose(c[:, 0], full_c[:, 0], atol=1e-5)
     whole = _state_of(model, history)
     assert out["next_skill_recommendation"] == whole["next_skill_recommendation"]
     assert max(abs(out["mastery"][k] - v) for k, v in whole["mastery"].items()) <= 1e-4  # rounded to 4 places
     assert state["answers"] == len(history) and state["skills"] == sorted({a["skill_id"] for a in history})
+    if model.model.config.count_features:  # the counts of the whole history, as a client reads them
+        assert torch.equal(counts, full_counts)
+        assert state["counts"] == {str(s): [sum(a["skill_id"] == s for a in history),
+                                            sum(a["skill_id"] == s and a["correct"] for a in history)]
+                                   for s in state["skills"]}
+    else:
+        assert counts is None and "counts" not in state
 
 
 def history_pairs(history: list[dict]) -> list[tuple[int, int]]:
     return [(a["skill_id"], a["correct"]) for a in history]
 
 
-def test_stateful_and_stateless_agree_within_one_window(model):
+def test_stateful_and_stateless_agree_within_one_window(any_model):
+    model = any_model
     history = _history(model, model.model.config.max_seq_len)
     stateful = _state_of(model, history)
     assert stateful.pop("state")["model_version"] == model.version
@@ -242,7 +275,8 @@ def test_a_state_from_another_model_or_mangled_is_refused(model):
         assert e.value.field == field
 
 
-def test_batch_lines_can_be_stateful(model):
+def test_batch_lines_can_be_stateful(any_model):
+    model = any_model
     first = _state_of(model, _history(model, 12))["state"]
     lines = [{"user_id": "a", "user_sequence": _history(model, 3, 1), "state": first},
              {"user_id": "b", "user_sequence": _history(model, 4, 2)},
@@ -250,6 +284,31 @@ def test_batch_lines_can_be_stateful(model):
     out = _invoke(model, "\n".join(json.dumps(x) for x in lines), JSON_LINES, JSON_LINES)
     assert out[0]["state"]["answers"] == 15 and "state" not in out[1]
     assert out[2]["field"] == "line[2].state.model_version"
+
+
+def test_model_json_records_count_features_and_the_state_carries_checked_counts(count_model_dir):
+    assert artifact.read_info(count_model_dir)["config"]["count_features"] is True
+    model = inference.model_fn(count_model_dir)
+    assert model.model.config.count_features
+    history = [{"skill_id": model.skill_ids[0], "correct": 1}, {"skill_id": model.skill_ids[1], "correct": 0},
+               {"skill_id": model.skill_ids[0], "correct": 0}]
+    state = _state_of(model, history)["state"]
+    first, second = map(str, model.skill_ids[:2])
+    assert state["counts"] == {first: [2, 1], second: [1, 0]}
+    more = [{"skill_id": model.skill_ids[1], "correct": 1}]
+    carried, whole = _state_of(model, more, state), _state_of(model, history + more)
+    carried["state"].pop("lstm"), whole["state"].pop("lstm")  # equal within float32 rounding
+    assert carried == whole and carried["state"]["counts"] == {first: [2, 1], second: [2, 1]}  # the counts carry on
+    cases = [({k: v for k, v in state.items() if k != "counts"}, "state.counts"),
+             ({**state, "counts": {first: [2, 1]}}, "state.counts"),  # a practiced skill missing
+             ({**state, "counts": {**state["counts"], first: [1, 2]}}, f"state.counts.{first}"),
+             ({**state, "counts": {**state["counts"], first: [2]}}, f"state.counts.{first}"),
+             ({**state, "counts": {**state["counts"], str(model.skill_ids[2]): [1, 1]}},
+              f"state.counts.{model.skill_ids[2]}")]  # a skill the state does not list
+    for bad, field in cases:
+        with pytest.raises(RequestError, match="counts must give") as e:
+            _invoke(model, json.dumps({"user_sequence": [], "state": bad}))
+        assert e.value.field == field
 
 
 # --- the handlers as the containers load them -----------------------------------------------------------

@@ -1,5 +1,6 @@
 """DKT shapes, the token encoding and the masking of padded positions."""
 
+import pytest
 import torch
 
 from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows
@@ -100,3 +101,68 @@ def test_context_windows_predict_every_answer_once_with_warm_state():
     assert np.allclose([plain_p[t] for t in first_window], [warm_p[t] for t in first_window], atol=1e-6)
     later = [t for t in plain_targets if t[1] > 6]  # a warm state changes the rest
     assert not np.allclose([plain_p[t] for t in later], [warm_p[t] for t in later], atol=1e-4)
+
+
+# --- count_features (opt in) ---------------------------------------------------------------------
+
+
+def test_the_seed_model_has_no_count_parameters():
+    """Models trained before count_features load as they are: the default adds nothing to the state dict."""
+    assert DKTConfig(num_skills=3).count_features is False
+    assert not any(k.startswith("count") for k in _model().state_dict())
+    assert {"count_out.0.weight", "count_skill", "count_in.weight"} <= set(_model(count_features=True).state_dict())
+
+
+def test_running_counts_count_each_skills_answers_and_right_answers_up_to_each_token():
+    model = _model(num_skills=3, count_features=True)
+    skills, correct = torch.tensor([[0, 2, 0, 0, 1]]), torch.tensor([[1, 0, 0, 1, 1]])
+    running = model.running_counts(encode(skills, correct))  # (1, 5, 3, 2)
+    assert running[0, :, 0].tolist() == [[1, 1], [1, 1], [2, 1], [3, 2], [3, 2]]  # skill 0: answers, right
+    assert running[0, -1].tolist() == [[3, 2], [1, 1], [1, 0]]
+    start = torch.tensor([[[4.0, 1.0], [0, 0], [2, 2]]])
+    padded = model.running_counts(encode(skills, correct), start, lengths=torch.tensor([2]))
+    assert padded[0, -1].tolist() == [[5, 2], [0, 0], [3, 2]]  # from `start` on; padding counts for nothing
+
+
+def test_count_features_change_the_predictions_and_padding_still_does_not():
+    torch.manual_seed(1)
+    model = _model(count_features=True)
+    with torch.no_grad():
+        model.count_skill.normal_()  # initialised at zero: make the per-skill term matter
+    plain = _model()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("count")})
+    tokens = torch.randint(0, 14, (2, 9))
+    assert not torch.allclose(model(tokens)[0], plain(tokens)[0], atol=1e-3)
+    short, padded = tokens[:1, :4], tokens.clone()
+    padded[0, 4:] = 13  # garbage after the real tokens
+    assert torch.allclose(model(short)[0][0], model(padded)[0][0, :4], atol=1e-6)
+
+
+@pytest.mark.parametrize("count_features", [False, True])
+def test_step_state_in_pieces_equals_one_pass_over_the_whole_sequence(count_features):
+    """Serving continues from a returned state (stateful mode): the result equals a full recompute."""
+    torch.manual_seed(2)
+    model = _model(count_features=count_features).eval()
+    if count_features:
+        with torch.no_grad():
+            model.count_skill.normal_()
+    tokens = torch.randint(0, 14, (3, 12))
+    with torch.no_grad():
+        full = model(tokens)[0][:, -1]  # after the last token
+        whole, _ = model.step_state(tokens)
+        state = None
+        for lo, hi in [(0, 5), (5, 6), (6, 12)]:
+            probs, state = model.step_state(tokens[:, lo:hi], state)
+        # ragged rows: padded at the end, lengths say where each stops (0 keeps the state)
+        ragged = torch.zeros(3, 7, dtype=torch.long)
+        ragged[0, :7], ragged[2, :3] = tokens[0, 5:12], tokens[2, 5:8]
+        _, first = model.step_state(tokens[:, :5])
+        _, mid = model.step_state(ragged, first, torch.tensor([7, 0, 3]))
+        rest = torch.zeros(3, 7, dtype=torch.long)
+        rest[1, :7], rest[2, :4] = tokens[1, 5:12], tokens[2, 8:12]
+        last, end = model.step_state(rest, mid, torch.tensor([0, 7, 4]))
+    assert len(state) == (3 if count_features else 2)
+    assert torch.allclose(whole, full, atol=1e-5) and torch.allclose(probs, full, atol=1e-5)
+    assert torch.allclose(last, full, atol=1e-5)
+    for a, b in zip(end, state):
+        assert torch.allclose(a, b, atol=1e-5)

@@ -13,7 +13,9 @@ Which answers the model sees:
 - Stateful (opt in with ``"return_state": true`` or by sending a ``state``): the
   response carries ``"state": {"model_version", "answers", "skills", "lstm"}``
   (answers fed so far, the skills practiced, and the LSTM's h and c after the
-  last answer as float32 base64: about 3 KB). The next request sends that
+  last answer as float32 base64: about 3 KB; a model with ``count_features``
+  adds ``"counts": {"<skill_id>": [answers, right answers]}`` for every
+  practiced skill). The next request sends that
   state and only the answers since, which are all fed (no window), so the result
   equals one request with the whole history and ``return_state`` (within 1e-5).
   For histories longer than ``max_seq_len`` that differs from the stateless
@@ -209,13 +211,22 @@ class UserState:
     c: torch.Tensor  # (layers, hidden)
     answers: int  # answers fed so far
     skills: set[int]  # skills practiced so far (next_skill_recommendation picks among them)
+    counts: torch.Tensor | None = None  # (S, 2) answers and right answers per skill (count_features models)
+
+    def model_state(self) -> tuple[torch.Tensor, ...]:
+        """What run_model continues from."""
+        return (self.h, self.c) if self.counts is None else (self.h, self.c, self.counts)
 
 
 def encode_state(model: LoadedModel, state: UserState) -> dict:
     """One user's state as the JSON object a client stores and sends back."""
     raw = torch.stack([state.h, state.c]).to(torch.float32).cpu().numpy().astype("<f4").tobytes()
-    return {"model_version": model.version, "answers": state.answers, "skills": sorted(state.skills),
-            "lstm": base64.b64encode(raw).decode("ascii")}
+    out = {"model_version": model.version, "answers": state.answers, "skills": sorted(state.skills),
+           "lstm": base64.b64encode(raw).decode("ascii")}
+    if model.model.config.count_features:
+        counts = state.counts.round().to(torch.int64).tolist()
+        out["counts"] = {str(s): counts[model.index[s]] for s in sorted(state.skills)}
+    return out
 
 
 def decode_state(model: LoadedModel, state: dict, field: str) -> UserState:
@@ -242,7 +253,31 @@ def decode_state(model: LoadedModel, state: dict, field: str) -> UserState:
     if not np.isfinite(values).all():
         raise RequestError("lstm holds values that are not finite", f"{field}.lstm")
     hc = torch.from_numpy(values.astype(np.float32))
-    return UserState(hc[0], hc[1], answers, set(skills))
+    counts = _decode_counts(model, state.get("counts"), set(skills), f"{field}.counts") \
+        if config.count_features else None
+    return UserState(hc[0], hc[1], answers, set(skills), counts)
+
+
+def _decode_counts(model: LoadedModel, counts: object, skills: set[int], field: str) -> torch.Tensor:
+    """The state's per-skill counts {"<skill_id>": [answers, right]} as (S, 2), or raise RequestError."""
+    message = "counts must give [answers, right answers] for every practiced skill"
+    if not isinstance(counts, dict):
+        raise RequestError(message, field)
+    out = torch.zeros(len(model.skill_ids), 2)
+    seen = set()
+    for key, value in counts.items():
+        try:
+            skill = int(key)
+        except ValueError:
+            raise RequestError(message, field) from None
+        if (skill not in skills or not isinstance(value, list) or len(value) != 2 or not all(map(_is_int, value))
+                or not 0 <= value[1] <= value[0]):
+            raise RequestError(message, f"{field}.{key}")
+        out[model.index[skill]] = torch.tensor(value, dtype=torch.float32)
+        seen.add(skill)
+    if seen != skills:
+        raise RequestError(message, field)
+    return out
 
 
 # --- prediction ----------------------------------------------------------------
@@ -252,11 +287,13 @@ def decode_state(model: LoadedModel, state: dict, field: str) -> UserState:
 def run_model(
     model: LoadedModel,
     sequences: list[list[tuple[int, int]]],
-    states: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+    states: list[tuple[torch.Tensor, ...] | None] | None = None,
     window: bool = True,
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """Mastery (N, S) after each history, and the LSTM state (layers, N, H) twice, in padded batches.
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Mastery (N, S) after each history, the LSTM state (layers, N, H) twice and the counts (N, S, 2), batched.
 
+    ``states``: per row None or what to continue from: (h, c) (layers, H) each, and with
+    ``count_features`` the counts (S, 2) (``UserState.model_state``); the counts returned are None without.
     ``window``: feed only the last max_seq_len answers (stateless); else all (stateful).
     A row with no answers keeps its state; with no answers and no state it gets the prior.
     """
@@ -270,9 +307,12 @@ def run_model(
     probs = np.empty((n, len(model.skill_ids)), dtype=np.float32)
     h_all = torch.zeros(layers, n, hidden)
     c_all = torch.zeros(layers, n, hidden)
+    counts_all = torch.zeros(n, len(model.skill_ids), 2) if net.config.count_features else None
     for i, st in enumerate(states):
         if st is not None:
-            h_all[:, i], c_all[:, i] = st
+            h_all[:, i], c_all[:, i] = st[0], st[1]
+            if counts_all is not None:
+                counts_all[i] = st[2]
     order = np.argsort(lengths, kind="stable")  # similar lengths share a forward pass: little padding
     for rows in _chunks(order, lengths):
         rows_t = torch.from_numpy(rows)
@@ -284,12 +324,16 @@ def run_model(
         tokens = np.zeros((len(rows), longest), dtype=np.int64)
         tokens[np.arange(longest) < row_lengths[:, None]] = encode(skills, correct)  # (b, T)
         state = (h_all[:, rows_t], c_all[:, rows_t])
-        p, (h, c) = net.step_state(torch.from_numpy(tokens), state, torch.from_numpy(row_lengths))
+        if counts_all is not None:
+            state += (counts_all[rows_t],)
+        p, new_state = net.step_state(torch.from_numpy(tokens), state, torch.from_numpy(row_lengths))
         probs[rows] = apply_temperature(p.numpy(), model.temperature)
-        h_all[:, rows_t], c_all[:, rows_t] = h, c
+        h_all[:, rows_t], c_all[:, rows_t] = new_state[0], new_state[1]
+        if counts_all is not None:
+            counts_all[rows_t] = new_state[2]
     untouched = [i for i in range(n) if lengths[i] == 0 and states[i] is None]
     probs[untouched] = np.asarray(model.prior, dtype=np.float32)
-    return probs, h_all, c_all
+    return probs, h_all, c_all, counts_all
 
 
 def _chunks(order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -333,17 +377,18 @@ def predict_fn(data: dict, model: LoadedModel) -> dict:
     vectors: dict[int, np.ndarray] = {}
     new_states: dict[int, UserState] = {}
     if stateless:
-        probs, _, _ = run_model(model, [parsed[n].sequence for n in stateless])
+        probs = run_model(model, [parsed[n].sequence for n in stateless])[0]
         vectors.update(zip(stateless, probs))
     if stateful:
         given = [states.get(n) for n in stateful]
-        probs, h, c = run_model(model, [parsed[n].sequence for n in stateful],
-                                [None if g is None else (g.h, g.c) for g in given], window=False)
+        probs, h, c, counts = run_model(model, [parsed[n].sequence for n in stateful],
+                                        [None if g is None else g.model_state() for g in given], window=False)
         for row, (n, before) in enumerate(zip(stateful, given)):
             vectors[n] = probs[row]
             sequence = parsed[n].sequence
             new_states[n] = UserState(h[:, row], c[:, row], len(sequence) + (before.answers if before else 0),
-                                      {s for s, _ in sequence} | (before.skills if before else set()))
+                                      {s for s, _ in sequence} | (before.skills if before else set()),
+                                      None if counts is None else counts[row])
     rows = sorted(vectors)
     topic_rows = (np.stack([vectors[n] for n in rows]).astype(np.float64) @ model.topic_means).tolist() if rows else []
     topic_mastery = {n: dict(zip(model.topics, row)) for n, row in zip(rows, topic_rows)}

@@ -19,8 +19,11 @@ from kt.config import Settings
 log = logging.getLogger(__name__)
 
 # Chosen on the demo data's valid split (see README, "Measured"): as good as the seed's 2x128 LSTM there, 3x faster.
+# count_features (kt.model): valid AUC 0.774 instead of 0.763, test 0.750 instead of 0.738 (oracle 0.775), for
+# about 1.4x the CPU time per training step.
 DEMO_HYPERPARAMETERS = {"epochs": 8, "batch_size": 32, "lr": 0.005, "patience": 2, "checkpoint_every": 500,
-                        "hidden": 64, "layers": 1, "dropout": 0.3, "window_context": 100}
+                        "hidden": 64, "layers": 1, "dropout": 0.3, "window_context": 100,
+                        "count_features": 1}
 
 
 def train_local(settings: Settings, run: str, hyperparameters: dict, work_dir: str) -> dict:

@@ -64,6 +64,7 @@ class Hyperparameters:
     # histories are then learned and validated with a warm LSTM state, as they are served
     window_context: int = 0
     dropout: float = 0.2
+    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model)
     # optimisation
     epochs: int = 20
     batch_size: int = 64  # windows per batch
@@ -79,7 +80,8 @@ class Hyperparameters:
 
     def model_config(self, num_skills: int) -> DKTConfig:
         return DKTConfig(num_skills=num_skills, hidden=self.hidden, layers=self.layers,
-                         max_seq_len=self.max_seq_len, dropout=self.dropout)
+                         max_seq_len=self.max_seq_len, dropout=self.dropout,
+                         count_features=bool(self.count_features))
 
 
 def _convert(kind: str, raw: object) -> int | float:
