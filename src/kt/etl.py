@@ -129,6 +129,12 @@ def sequences_of(interactions: pa.Table, skill_of_content: np.ndarray) -> pa.Tab
     )
 
 
+def write_skills(processed: str, skills: pa.Table) -> None:
+    """skills.parquet as both engines write it: one part file (the table is small)."""
+    with lake.open_write(lake.join(processed, "skills.parquet", "part-00000.parquet")) as f:
+        pq.write_table(skills, f)
+
+
 def run_etl(
     raw: str,
     processed: str,
@@ -194,8 +200,7 @@ def run_etl(
                 uri = lake.join(processed, "sequences.parquet", f"split={split}", f"part-{b:05d}.parquet")
                 with lake.open_write(uri) as f:
                     pq.write_table(part, f)
-    with lake.open_write(lake.join(processed, "skills.parquet", "part-00000.parquet")) as f:
-        pq.write_table(skills, f)
+    write_skills(processed, skills)
 
     counts["rows_out"] = sum(rows_by_split.values())
     counts["quarantined"] = sum(reasons.values())

@@ -61,7 +61,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from kt import lake
-from kt.etl import FORMATS, raw_paths  # one definition of where each format's files sit
+from kt.etl import FORMATS, raw_paths, skills_table, write_skills  # one definition each, shared with the reference
 from kt.readers import NO_SKILL, Questions, read_kt1_questions, read_riiid_questions
 from kt.schema import (
     DEFAULT_SKILL_TOPICS,
@@ -74,7 +74,6 @@ from kt.schema import (
     RIIID_COLUMNS,
     SCHEMA_VERSION,
     SEQUENCES_SCHEMA,
-    SKILLS_SCHEMA,
     SPLITS,
     topic_of,
 )
@@ -429,19 +428,6 @@ def sequences(kept: DataFrame, split: str) -> DataFrame:
     )
 
 
-def skills_frame(spark: SparkSession, questions: Questions, skill_topics: dict[str, str]) -> DataFrame:
-    """skills.parquet: one row per tagged question, in file order (as kt.etl.skills_table)."""
-    tagged = [i for i, s in enumerate(questions.skill_id.tolist()) if s >= 0]
-    columns = {
-        "content_id": [int(questions.content_id[i]) for i in tagged],
-        "skill_id": [int(questions.skill_id[i]) for i in tagged],
-        "tags": [[int(t) for t in questions.tags[i]] for i in tagged],
-        "part": [int(questions.part[i]) for i in tagged],
-        "topic": [topic_of(int(questions.skill_id[i]), skill_topics) for i in tagged],
-    }
-    return driver_table(spark, columns, spark_schema(SKILLS_SCHEMA))
-
-
 def list_files(uri: str) -> dict[str, int]:
     """Files below a prefix (or the file itself) with their sizes: kt.lake.list_files plus sizes, in one listing."""
     fs, path = lake.filesystem(uri)
@@ -558,7 +544,7 @@ def _transform(
     conf = dict(SESSION_CONF, **{"spark.sql.files.minPartitionNum": str(2 * cores)})
     partitions = cores * max(2, math.ceil(sum(csv_files.values()) / SHUFFLE_BYTES / cores))
     with _session_conf(spark, conf):
-        _write(skills_frame(spark, questions, skill_topics).coalesce(1), lake.join(out, "skills.parquet"))
+        write_skills(out, skills_table(questions, skill_topics))  # small: written by the driver, as the reference
         rows = _checked_rows(spark, fmt, interactions, csv_files, questions)
         rows = rows.repartition(partitions, "user_id")  # the one shuffle of the rows
         if fmt == "kt1":
@@ -573,7 +559,7 @@ def _transform(
             kept = classified.where(F.col("reason").isNull())
             for split in SPLITS:
                 share = SPLIT_SHARE[split] * sum(csv_files.values()) / OUTPUT_FILE_BYTES
-                files = max(1, min(partitions, math.ceil(share)))
+                files = min(partitions, max(cores, math.ceil(share)))  # a file per core at least: parallel writes
                 table = with_schema(sequences(kept, split), SEQUENCES_SCHEMA)
                 _write(table.repartition(files, "user_id").sortWithinPartitions("user_id"),
                        lake.join(out, "sequences.parquet", f"split={split}"))
