@@ -561,7 +561,8 @@ def _transform(
                 share = SPLIT_SHARE[split] * sum(csv_files.values()) / OUTPUT_FILE_BYTES
                 files = min(partitions, max(cores, math.ceil(share)))  # a file per core at least: parallel writes
                 table = with_schema(sequences(kept, split), SEQUENCES_SCHEMA)
-                _write(table.repartition(files, "user_id").sortWithinPartitions("user_id"),
+                # coalesce, not a second shuffle: the users stay hash-partitioned, each file sorted by user_id
+                _write(table.coalesce(files).sortWithinPartitions("user_id"),
                        lake.join(out, "sequences.parquet", f"split={split}"))
         finally:
             rows.unpersist()
