@@ -133,3 +133,33 @@ def test_mastery_table_is_rebuilt_from_the_lake(ddb, sample_lake, model_tar, tmp
     drop = lambda rows: {u: {k: v for k, v in r.items() if k != "updated_at"} for u, r in rows.items()}  # noqa: E731
     assert drop(rebuilt) == drop(built)
     os.remove(refresh.watermark_uri(sample_lake))
+
+
+def test_a_users_rows_are_never_written_at_the_same_time(monkeypatch):
+    """moto checks a condition and writes in two steps: two rows of one user in flight together could leave the
+    older one in the table. write_mastery puts a user's rows in turn, other users' in parallel."""
+    import threading
+    import time
+
+    in_flight: dict[str, int] = {}
+    most_at_once = {"same_user": 0, "all": 0}
+    order: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def put(client, table, item):
+        with lock:
+            in_flight[item["user_id"]] = in_flight.get(item["user_id"], 0) + 1
+            most_at_once["same_user"] = max(most_at_once["same_user"], in_flight[item["user_id"]])
+            most_at_once["all"] = max(most_at_once["all"], sum(in_flight.values()))
+        time.sleep(0.01)  # holds the put open so that overlapping ones show in in_flight (nothing waits on it)
+        with lock:
+            in_flight[item["user_id"]] -= 1
+            order.append((item["user_id"], item["as_of"]))
+        return True
+
+    monkeypatch.setattr(dynamo, "put_mastery_conditional", put)
+    items = [{"user_id": f"u{u}", "as_of": f"2026-11-2{k}"} for k in range(3) for u in range(10)]
+    assert dynamo.write_mastery(None, MASTERY, items).written == 30
+    assert most_at_once["same_user"] == 1 and most_at_once["all"] > 1
+    for u in range(10):
+        assert [a for user, a in order if user == f"u{u}"] == ["2026-11-20", "2026-11-21", "2026-11-22"]

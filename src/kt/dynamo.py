@@ -179,11 +179,25 @@ def put_mastery_conditional(client: Any, table: str, item: dict) -> bool:
 
 
 def write_mastery(client: Any, table: str, items: list[dict], workers: int = 8) -> WriteResult:
-    """Conditional writes of mastery rows, BATCH at a time in parallel."""
+    """Conditional writes of mastery rows, BATCH at a time in parallel, a user's rows one after the other.
+
+    DynamoDB checks a condition and writes atomically, but moto (the local
+    runtime's DynamoDB) does not: two rows of one user written at the same time
+    could both pass the check and the older land last. So the n-th row of each
+    user goes in the n-th round, and the rounds run in turn: the outcome is the
+    sequential one everywhere.
+    """
+    rounds: list[list[dict]] = []
+    seen: dict[str, int] = {}
+    for item in items:
+        n = seen[item["user_id"]] = seen.get(item["user_id"], -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(item)
     result = WriteResult()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(items), BATCH):
-            for written in pool.map(lambda i: put_mastery_conditional(client, table, i), items[start : start + BATCH]):
+        for batch in (chunk[start : start + BATCH] for chunk in rounds for start in range(0, len(chunk), BATCH)):
+            for written in pool.map(lambda i: put_mastery_conditional(client, table, i), batch):
                 if written:
                     result.written += 1
                 else:
