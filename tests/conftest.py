@@ -29,16 +29,9 @@ def sample_lake(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(sample_lake, tmp_path_factory) -> str:
     """A DKT trained for one epoch on the sample lake: model.pth, model.json and code/."""
-    from kt.config import TrainingPaths
-    from kt.train import Hyperparameters, train
+    from kt_testing import train_tiny_model
 
-    base = tmp_path_factory.mktemp("tiny-model")
-    paths = TrainingPaths(
-        train_channel=f"{sample_lake}/processed/ednet", model_dir=str(base / "model"),
-        checkpoint_dir=str(base / "checkpoints"), output_dir=str(base / "output"), job_name="tiny-model",
-    )
-    train(Hyperparameters(hidden=16, layers=2, epochs=1, batch_size=16, max_seq_len=50), paths)
-    return paths.model_dir
+    return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp("tiny-model")), "tiny-model")
 
 
 @pytest.fixture(scope="session")

@@ -97,3 +97,14 @@ def serve_asgi(app):
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def train_tiny_model(processed: str, base: str, job_name: str, **hyperparameters) -> str:
+    """A DKT trained for one epoch (hidden 16, 2 layers, windows of 50) on a processed lake; its model dir."""
+    from kt.config import TrainingPaths
+    from kt.train import Hyperparameters, train
+
+    paths = TrainingPaths(train_channel=processed, model_dir=f"{base}/model", checkpoint_dir=f"{base}/checkpoints",
+                          output_dir=f"{base}/output", job_name=job_name)
+    train(Hyperparameters(hidden=16, layers=2, epochs=1, batch_size=16, max_seq_len=50, **hyperparameters), paths)
+    return paths.model_dir

@@ -25,16 +25,10 @@ def model(tiny_model_dir) -> inference.LoadedModel:
 @pytest.fixture(scope="module")
 def count_model_dir(sample_lake, tmp_path_factory) -> str:
     """The tiny model's training with count_features on."""
-    from kt.config import TrainingPaths
-    from kt.train import Hyperparameters, train
+    from kt_testing import train_tiny_model
 
-    base = tmp_path_factory.mktemp("count-model")
-    paths = TrainingPaths(
-        train_channel=f"{sample_lake}/processed/ednet", model_dir=str(base / "model"),
-        checkpoint_dir=str(base / "checkpoints"), output_dir=str(base / "output"), job_name="count-model",
-    )
-    train(Hyperparameters(hidden=16, layers=2, epochs=1, batch_size=16, max_seq_len=50, count_features=1), paths)
-    return paths.model_dir
+    return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp("count-model")),
+                            "count-model", count_features=1)
 
 
 @pytest.fixture(scope="module", params=["seed", "count_features"])
