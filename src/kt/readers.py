@@ -289,6 +289,12 @@ class RowIdSet:
         return fresh
 
 
+def _rejected_only(rejects: _Rejects) -> Batch:
+    """A batch of nothing but the rows collected in rejects (the parser's skipped rows): each counts as read."""
+    n = len(rejects.raw)
+    return Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), n, 0)
+
+
 def _check(table: pa.Table, rejects: _Rejects, keep: np.ndarray, bad: np.ndarray, reason: str) -> None:
     """Quarantine rows still kept that fail a check; update keep in place."""
     hit = keep & bad
@@ -361,8 +367,7 @@ def read_riiid(uri: str, questions: Questions, source: str = "train.csv") -> Ite
             lectures=lectures,
         )
     if rejects.raw:  # rows the parser skipped after the last block (or in a file with no good row)
-        leftover = len(rejects.raw)
-        yield Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), leftover, 0)
+        yield _rejected_only(rejects)
 
 
 KT1_FILE = re.compile(r"^u(\d{1,18})\.csv$")
@@ -415,9 +420,9 @@ def _read_kt1_file(uri: str, source: str, questions: Questions) -> Batch:
     rejects = _Rejects(source)
     match = KT1_FILE.match(source.rsplit("/", 1)[-1])
     tables = [pa.Table.from_batches([b]) for b in _csv_batches(uri, KT1_COLUMNS, rejects)]
-    wrong_column_count = len(rejects.raw)
     if not tables:
-        return Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), wrong_column_count, 0)
+        return _rejected_only(rejects)
+    wrong_column_count = len(rejects.raw)
     table = pa.concat_tables(tables)
     n = table.num_rows
     user_id = pa.array(np.full(n, int(match.group(1)) if match else 0, dtype=np.int64))
@@ -437,8 +442,7 @@ def _read_kt1_shard(uri: str, source: str, questions: Questions) -> Iterator[Bat
         yield _kt1_batch(table, rejects, user_id, user_ok, row_id, questions,
                          rows_in=table.num_rows + wrong_column_count)
     if rejects.raw:  # rows the parser skipped after the last block
-        leftover = len(rejects.raw)
-        yield Batch(INTERACTION_SCHEMA.empty_table(), rejects.drain(), leftover, 0)
+        yield _rejected_only(rejects)
 
 
 def _positions_in_user(user_id: np.ndarray, valid: np.ndarray, rows_so_far: dict[int, int]) -> np.ndarray:
