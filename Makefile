@@ -19,17 +19,19 @@ endif
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# --compile-bytecode: imports read .pyc files even where PYTHONDONTWRITEBYTECODE is set (pandas, pyspark,
+# airflow: seconds per process otherwise, and the tests and DAG runs start many processes).
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || { $(VENV)/bin/python -m pip --version >/dev/null 2>&1 || $(VENV)/bin/python -m ensurepip -q; \
 	  $(VENV)/bin/python -m pip install -q uv==$(UV_VERSION); }
-	$(UV) pip install -q --python $(VENV)/bin/python $(TORCH_SOURCE) -r requirements.txt
+	$(UV) pip install -q --compile-bytecode --python $(VENV)/bin/python $(TORCH_SOURCE) -r requirements.txt
 	$(UV) pip install -q --python $(VENV)/bin/python --no-deps -e .
 	touch $@
 
 $(LINT_VENV)/.installed: requirements-lint.txt $(VENV)/.installed
 	test -x $(LINT_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(LINT_VENV)
-	$(UV) pip install -q --python $(LINT_VENV)/bin/python -r requirements-lint.txt
+	$(UV) pip install -q --compile-bytecode --python $(LINT_VENV)/bin/python -r requirements-lint.txt
 	touch $@
 
 demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students, through the real Airflow DAGs
