@@ -301,3 +301,19 @@ def test_large_row_ids(spark, tmp_path):
                     "100000000000000000,3,1,1,0,0,0,1,,\n")
     manifest, _ = both(raw, str(tmp_path), spark)
     assert manifest["quarantined_by_reason"] == {"duplicate_row_id": 1}
+
+
+def test_seen_twice_matches_a_plain_count(spark):
+    """The grouped bit check finds exactly the ids seen more than once, each with its first position."""
+    from pyspark.sql import functions as F
+
+    rng = random.Random(11)
+    ids = list(range(5000)) + [0, 63, 64, 64, 127, 128, 4999, 4999, 10**17, 10**17, 10**17 + 64]  # group edges
+    rng.shuffle(ids)
+    seen = [(None if n % 97 == 0 else i, n) for n, i in enumerate(ids)]  # a null id (bad row_id) is not seen
+    rows = spark.createDataFrame(seen, "row_id long, seq long").select(
+        "row_id", F.struct(F.lit(0).cast("long").alias("block_start"), "seq").alias("pos"))
+    counts = Counter(i for i, _ in seen if i is not None)
+    expected = {i: min(n for j, n in seen if j == i) for i, times in counts.items() if times > 1}
+    found = {r["row_id"]: r["first_pos"]["seq"] for r in spark_etl.seen_twice(rows).collect()}
+    assert found == expected and len(expected) >= 4
