@@ -312,7 +312,7 @@ def test_seen_twice_matches_a_plain_count(spark):
     rng.shuffle(ids)
     seen = [(None if n % 97 == 0 else i, n) for n, i in enumerate(ids)]  # a null id (bad row_id) is not seen
     rows = spark.createDataFrame(seen, "row_id long, seq long").select(
-        "row_id", F.struct(F.lit(0).cast("long").alias("block_start"), "seq").alias("pos"))
+        "row_id", F.lit(0).cast("long").alias("block_start"), "seq")
     counts = Counter(i for i, _ in seen if i is not None)
     expected = {i: min(n for j, n in seen if j == i) for i, times in counts.items() if times > 1}
     found = {r["row_id"]: r["first_pos"]["seq"] for r in spark_etl.seen_twice(rows).collect()}

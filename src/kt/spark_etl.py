@@ -195,13 +195,14 @@ def read_lines(spark: SparkSession, path: str, header: list[str], with_file: boo
     A line without a quote is its fields joined by commas, so it is split at
     commas and is itself the row's raw text; a line with a quote (rare) goes
     through Spark's CSV parser (``from_csv``, read_csv's options). Lines end at
-    \\n, \\r\\n or \\r and decode as UTF-8 with U+FFFD, as in the CSV source; a
+    \\n, \\r\\n or \\r; fields decode as UTF-8 with U+FFFD, as in the CSV source (raw: at
+    the quarantine, the only place it is written, so clean lines are never decoded twice); a
     blank line holds no row. The header is the file's first non-blank line:
     one file, so the first line of the task that reads its first block.
     """
     schema = T.StructType([T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())])
     lines = spark.read.text(path).select(
-        F.decode(F.col("value").cast("binary"), "UTF-8").alias("line"),
+        F.col("value").alias("line"),  # bytes as read: split and from_csv decode, quarantine() decodes raw
         _file(with_file),
         F.col("_metadata.file_block_start").alias("block_start"),
     )
@@ -337,7 +338,8 @@ def riiid_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
             (F.col("q_skill_id") == NO_SKILL, "untagged_content"),
         ).alias("late_reason"),
         F.when(F.col("parsed") & ok["row_id"], _typed("row_id")).alias("row_id"),  # only these ids count as "seen"
-        F.struct("block_start", "seq").alias("pos"),  # file order inside the one train.csv
+        "block_start",  # with seq: file order inside the one train.csv
+        "seq",
         _typed("timestamp").alias("timestamp"),
         _typed("task_container_id").alias("task_container_id"),
         F.lit(0).alias("file_rank"),
@@ -437,7 +439,8 @@ def seen_twice(rows: DataFrame) -> DataFrame:
     duplicate. Only the rows of such groups (none in clean data) are then
     aggregated by id. Exact, and ~1/64 of the ids cross the first shuffle.
     """
-    seen = rows.where(F.col("row_id").isNotNull()).select("row_id", "pos", F.shiftright("row_id", 6).alias("group"))
+    seen = rows.where(F.col("row_id").isNotNull()).select(
+        "row_id", F.struct("block_start", "seq").alias("pos"), F.shiftright("row_id", 6).alias("group"))
     crowded = (
         seen.groupBy("group")
         .agg(F.count(F.lit(1)).alias("ids"), F.expr("bit_or(shiftleft(1L, cast(row_id & 63 as int)))").alias("bits"))
@@ -462,7 +465,7 @@ def classify(rows: DataFrame, duplicates: DataFrame | None) -> DataFrame:
     duplicate = F.lit(False)
     if duplicates is not None:
         rows = rows.join(F.broadcast(duplicates), "row_id", "left")
-        duplicate = F.col("first_pos").isNotNull() & (F.col("pos") != F.col("first_pos"))
+        duplicate = F.col("first_pos").isNotNull() & (F.struct("block_start", "seq") != F.col("first_pos"))
     reason = F.coalesce(F.col("early_reason"), F.when(duplicate, F.lit("duplicate_row_id")), F.col("late_reason"))
     return rows.withColumn("reason", reason)
 
@@ -612,7 +615,9 @@ def _transform(
         try:
             classified = classify(rows, duplicates)
             by_reason = {r["reason"]: r["count"] for r in classified.groupBy("reason").count().collect()}
-            quarantined = classified.where(F.col("reason").isin(*QUARANTINE_REASONS)).select("source", "reason", "raw")
+            text = F.decode(F.col("raw").cast("binary"), "UTF-8")  # U+FFFD for bytes that are not UTF-8 (read_lines)
+            quarantined = classified.where(F.col("reason").isin(*QUARANTINE_REASONS)).select(
+                "source", "reason", text.alias("raw"))
             _write(with_schema(quarantined, QUARANTINE_SCHEMA).repartition(1), lake.join(out, "_quarantine"))
             kept = classified.where(F.col("reason").isNull())
             for split in SPLITS:
