@@ -6,8 +6,10 @@
 Outputs and manifest as DESIGN §3-4 and ``kt.etl.run_etl`` (engine "spark"). How
 each rule of the reference (``kt.readers``) is met:
 
-- One CSV read over the interactions, every column a string. Riiid: train.csv.
-  KT1: one read over the whole KT1/ directory (``recursiveFileLookup``,
+- One read over the interactions, every column a string. Riiid: train.csv, one
+  file, read as text lines split at commas (``read_lines``: about half the CPU
+  of Spark's CSV parser; a quoted line goes through ``from_csv``).
+  KT1: one CSV read over the whole KT1/ directory (``recursiveFileLookup``,
   ``pathGlobFilter=*.csv``), never a read per file: Spark packs the ~784K small
   files into a few thousand tasks, and ``_metadata.file_path`` (the successor
   of ``input_file_name()``, which also gives the split's ``file_block_start``)
@@ -19,11 +21,13 @@ each rule of the reference (``kt.readers``) is met:
   which duplicate row_id wins (the first) and KT1's row_id (position among the
   parsed rows of its file, from a window).
 - Rows with the wrong column count come from Spark's corrupt-record column
-  (PERMISSIVE mode, CSV column pruning off so the count is checked), with their
-  raw text. Non-UTF-8 bytes decode to U+FFFD, as the reference's raw text.
+  (PERMISSIVE mode, CSV column pruning off so the count is checked), or from
+  the field count of a split line, with their raw text. Non-UTF-8 bytes decode to U+FFFD, as the reference's raw text.
 - Every check is a Column in the reference's order; the first failing one is the
   reason (``kt.schema.QUARANTINE_REASONS``); lectures are counted after the id
-  checks. Question metadata is read on the driver by ``kt.readers`` itself.
+  checks. Duplicate row ids: ids grouped 64 to a group with a bit mask; only a
+  group with more ids than bits is aggregated by id (``seen_twice``). Question
+  metadata is read on the driver by ``kt.readers`` itself.
 - One shuffle by user_id, cached; per split, users are grouped on that
   partitioning and each list is sorted explicitly by (timestamp,
   task_container_id, row_id, file) with ``sort_array`` over structs: the order
