@@ -22,7 +22,8 @@ each rule of the reference (``kt.readers``) is met:
   parsed rows of its file, from a window).
 - Rows with the wrong column count come from Spark's corrupt-record column
   (PERMISSIVE mode, CSV column pruning off so the count is checked), or from
-  the field count of a split line, with their raw text. Non-UTF-8 bytes decode to U+FFFD, as the reference's raw text.
+  the field count of a split line, with their raw text. Non-UTF-8 bytes decode
+  to U+FFFD, as the reference's raw text.
 - Every check is a Column in the reference's order; the first failing one is the
   reason (``kt.schema.QUARANTINE_REASONS``); lectures are counted after the id
   checks. Duplicate row ids: ids grouped 64 to a group with a bit mask; only a
@@ -169,16 +170,26 @@ def with_schema(df: DataFrame, schema: pa.Schema) -> DataFrame:
     return DataFrame(spark._jsparkSession.createDataFrame(ordered._jdf.rdd(), jschema), spark)
 
 
+# How a CSV line is parsed, by the CSV source (read_csv) and by from_csv (read_lines' quoted lines) alike.
+CSV_OPTIONS = {
+    "mode": "PERMISSIVE",
+    "columnNameOfCorruptRecord": CORRUPT,
+    "escape": '"',  # RFC 4180 doubled quotes, as pyarrow (Spark's default escape is a backslash)
+}
+
+
+def _strings(header: list[str]) -> T.StructType:
+    """Every header column a string, plus the corrupt-record column: what a CSV line is parsed into."""
+    return T.StructType([T.StructField(c, T.StringType()) for c in [*header, CORRUPT]])
+
+
 def read_csv(spark: SparkSession, paths: list[str], header: list[str], with_file: bool = True) -> DataFrame:
     """All rows of the CSV files, every column a string, plus file (if needed), block start and read order."""
-    schema = T.StructType([T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())])
     reader = (
-        spark.read.schema(schema)
+        spark.read.schema(_strings(header))
+        .options(**CSV_OPTIONS)
         .option("header", True)
         .option("enforceSchema", False)  # a file whose header differs fails the job instead of shifting columns
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT)
-        .option("escape", '"')  # RFC 4180 doubled quotes, as pyarrow (Spark's default escape is a backslash)
         .option("pathGlobFilter", "*.csv")
         .option("recursiveFileLookup", True)
     )
@@ -198,13 +209,12 @@ def read_lines(spark: SparkSession, path: str, header: list[str], with_file: boo
 
     A line without a quote is its fields joined by commas, so it is split at
     commas and is itself the row's raw text; a line with a quote (rare) goes
-    through Spark's CSV parser (``from_csv``, read_csv's options). Lines end at
+    through Spark's CSV parser (``from_csv``, ``CSV_OPTIONS`` as read_csv). Lines end at
     \\n, \\r\\n or \\r; fields decode as UTF-8 with U+FFFD, as in the CSV source (raw: at
     the quarantine, the only place it is written, so clean lines are never decoded twice); a
     blank line holds no row. The header is the file's first non-blank line:
     one file, so the first line of the task that reads its first block.
     """
-    schema = T.StructType([T.StructField(c, T.StringType()) for c in header] + [T.StructField(CORRUPT, T.StringType())])
     lines = spark.read.text(path).select(
         F.col("value").alias("line"),  # bytes as read: split and from_csv decode, quarantine() decodes raw
         _file(with_file),
@@ -214,10 +224,9 @@ def read_lines(spark: SparkSession, path: str, header: list[str], with_file: boo
     first_of_task = F.col("seq") == F.shiftleft(F.spark_partition_id().cast("bigint"), 33)
     lines = lines.where(~((F.col("block_start") == 0) & first_of_task))
     quoted = F.col("line").contains('"')
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, "escape": '"'}
     # Each in a projection of its own, so that from_csv runs only on quoted lines (see _parsed).
-    lines = lines.select("*", F.when(quoted, F.from_csv("line", schema.simpleString(), options)).alias("csv"),
-                         F.when(~quoted, F.split("line", ",")).alias("fields"))
+    parsed = F.from_csv("line", _strings(header).simpleString(), CSV_OPTIONS)
+    lines = lines.select("*", F.when(quoted, parsed).alias("csv"), F.when(~quoted, F.split("line", ",")).alias("fields"))
     from_csv, split = F.col("csv").isNotNull(), F.size("fields") == len(header)
     columns = [F.when(from_csv, F.col("csv")[c]).when(split, F.col("fields")[i]).alias(c) for i, c in enumerate(header)]
     corrupt = F.when(from_csv, F.col(f"csv.{CORRUPT}")).when(~split, F.col("line"))
