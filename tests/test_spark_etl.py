@@ -317,3 +317,36 @@ def test_seen_twice_matches_a_plain_count(spark):
     expected = {i: min(n for j, n in seen if j == i) for i, times in counts.items() if times > 1}
     found = {r["row_id"]: r["first_pos"]["seq"] for r in spark_etl.seen_twice(rows).collect()}
     assert found == expected and len(expected) >= 4
+
+
+def test_row_pattern_agrees_with_each_field_pattern(spark, tmp_path):
+    """The one regex over a clean row gives each field's check the same answer as that field's own regex."""
+    from pyspark.sql import functions as F
+
+    path = tmp_path / "train.csv"
+    lines = [
+        "1,10,7,3,0,5,2,1,13000.0,True",  # clean
+        "2,10,7,3,0,5,2,1,,",  # empty elapsed: not a clean row, yet every other field passes
+        "003,0010,07,3,0,5,2,1,1.,False",  # leading zeros, a bare decimal point
+        "4,1e3,7,3,0,5,2,1,1,True",  # bad timestamp
+        "5,10,-7,3,0,5,2,1,1,True",  # bad user id
+        "6,10,7,1234567890,0,5,2,1,1,True",  # content id too long
+        "7,10,7,3,0,5.5,2,1,1,True",  # bad container
+        '8,10,7,3,0,5,"2,9",1,1,True',  # a quoted comma: right field count, one comma too many for the row regex
+        "9,10,7,3,0,5,2,1,1",  # a field short: not parsed
+        "10,10,7,3,0,5,2,1,1,True,x",  # a field more: not parsed
+        "1234567890123456789,10,7,3,0,5,2,1,1,True",  # row id too long
+    ]
+    path.write_text(",".join(RIIID_COLUMNS) + "\n" + "\n".join(lines) + "\n")
+    raw_rows = spark_etl.read_lines(spark, str(path), list(RIIID_COLUMNS), with_file=False)
+    patterns = {"row_id": spark_etl.INT, "user_id": spark_etl.INT, "timestamp": spark_etl.INT,
+                "content_id": spark_etl.CONTENT_INT, "task_container_id": spark_etl.INT,
+                "prior_question_elapsed_time": spark_etl.FLOAT}
+    parsed = spark_etl._parsed(raw_rows, patterns, []).orderBy("seq")
+    rows = parsed.select("parsed", "clean", *[F.struct(f"{c}_ok", F.col(c).rlike(p)) for c, p in patterns.items()])
+    rows = rows.collect()
+    assert len(rows) == len(lines) and [r["parsed"] for r in rows].count(False) == 2
+    for line, row in zip(lines, rows):
+        if row["parsed"]:
+            assert all(fast == each for fast, each in row[2:]), line
+    assert [line for line, row in zip(lines, rows) if row["clean"]] == [lines[0], lines[2]]  # proved by one regex
