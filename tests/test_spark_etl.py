@@ -339,9 +339,7 @@ def test_row_pattern_agrees_with_each_field_pattern(spark, tmp_path):
     ]
     path.write_text(",".join(RIIID_COLUMNS) + "\n" + "\n".join(lines) + "\n")
     raw_rows = spark_etl.read_lines(spark, str(path), list(RIIID_COLUMNS), with_file=False)
-    patterns = {"row_id": spark_etl.INT, "user_id": spark_etl.INT, "timestamp": spark_etl.INT,
-                "content_id": spark_etl.CONTENT_INT, "task_container_id": spark_etl.INT,
-                "prior_question_elapsed_time": spark_etl.FLOAT}
+    patterns = spark_etl.RIIID_PATTERNS
     parsed = spark_etl._parsed(raw_rows, patterns, []).orderBy("seq")
     rows = parsed.select("parsed", "clean", *[F.struct(f"{c}_ok", F.col(c).rlike(p)) for c, p in patterns.items()])
     rows = rows.collect()

@@ -27,9 +27,10 @@ each rule of the reference (``kt.readers``) is met:
 - Every check is a Column in the reference's order; the first failing one is the
   reason (``kt.schema.QUARANTINE_REASONS``); lectures are counted after the id
   checks. A clean Riiid row has all its fields proved by one regex over the row;
-  only the others are matched field by field (``_parsed``). Duplicate row ids: ids grouped 64 to a group with a bit mask; only a
-  group with more ids than bits is aggregated by id (``seen_twice``). Question
-  metadata is read on the driver by ``kt.readers`` itself.
+  only the others are matched field by field (``_parsed``). Duplicate row ids:
+  ids grouped 64 to a group with a bit mask; only a group with more ids than
+  bits is aggregated by id (``seen_twice``). Question metadata is read on the
+  driver by ``kt.readers`` itself.
 - One shuffle by user_id, cached; per split, users are grouped on that
   partitioning and each list is sorted explicitly by (timestamp,
   task_container_id, row_id, file) with ``sort_array`` over structs: the order
@@ -92,6 +93,9 @@ CONTENT_INT = r"^[0-9]{1,9}\z"
 FLOAT = r"^[0-9]{1,12}(\.[0-9]*)?\z"
 KT1_QUESTION = r"^q[0-9]{1,9}\z"
 KT1_FILE = r"^u([0-9]{1,18})\.csv\z"
+# Riiid's checked fields and what each must match (riiid_rows; the rest are compared to literals or not checked).
+RIIID_PATTERNS = {"row_id": INT, "user_id": INT, "timestamp": INT, "content_id": CONTENT_INT,
+                  "task_container_id": INT, "prior_question_elapsed_time": FLOAT}
 INT32_MAX = 2**31 - 1
 CORRUPT = "_corrupt_record"
 LECTURE = "lecture"  # a reason-column value that is not a quarantine reason: counted, not kept
@@ -231,8 +235,7 @@ def read_lines(spark: SparkSession, path: str, header: list[str], with_file: boo
     from_csv, split = F.col("csv").isNotNull(), F.size("fields") == len(header)
     columns = [F.when(from_csv, F.col("csv")[c]).when(split, F.col("fields")[i]).alias(c) for i, c in enumerate(header)]
     corrupt = F.when(from_csv, F.col(f"csv.{CORRUPT}")).when(~split, F.col("line"))
-    csv_raw = F.when(F.col(f"csv.{CORRUPT}").isNull(), F.concat_ws(",", *[_text(f"csv.{c}") for c in header]))
-    raw = F.when(from_csv, csv_raw.otherwise(F.col(f"csv.{CORRUPT}"))).otherwise(F.col("line"))
+    raw = F.when(from_csv, _raw([f"csv.{c}" for c in header], f"csv.{CORRUPT}")).otherwise(F.col("line"))
     return lines.select(*columns, corrupt.alias(CORRUPT), raw.alias("raw"), "file", "block_start", "seq")
 
 
@@ -253,9 +256,9 @@ def _int(column: str, pattern: str = INT) -> tuple[Column, Column]:
     return F.when(ok, F.col(column).cast("bigint")), ok
 
 
-def _raw(columns: tuple[str, ...]) -> Column:
+def _raw(columns: list[str], corrupt: str = CORRUPT) -> Column:
     """The row as the reference quarantines it: its columns comma-joined, or the unparsed line."""
-    return F.when(F.col(CORRUPT).isNull(), F.concat_ws(",", *[_text(c) for c in columns])).otherwise(F.col(CORRUPT))
+    return F.when(F.col(corrupt).isNull(), F.concat_ws(",", *[_text(c) for c in columns])).otherwise(F.col(corrupt))
 
 
 def _checks(*checks: tuple[Column, str]) -> Column:
@@ -341,15 +344,13 @@ def _typed(column: str) -> Column:
 
 def riiid_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
     """Riiid rows, typed and checked in kt.readers.read_riiid's order (the duplicate check comes later)."""
-    patterns = {"row_id": INT, "user_id": INT, "timestamp": INT, "content_id": CONTENT_INT,
-                "task_container_id": INT, "prior_question_elapsed_time": FLOAT}
-    rows = _parsed(raw_rows, patterns, ["content_type_id", "user_answer", "answered_correctly",
+    rows = _parsed(raw_rows, RIIID_PATTERNS, ["content_type_id", "user_answer", "answered_correctly",
                                         "prior_question_had_explanation"])
     rows = rows.join(F.broadcast(questions), _typed("content_id").cast("int") == F.col("q_content_id"), "left")
     content_type, answered = F.col("content_type_id"), F.col("answered_correctly")
     explanation = F.col("prior_question_had_explanation")
     elapsed = F.when(F.col("prior_question_elapsed_time_ok"), F.col("prior_question_elapsed_time").cast("double"))
-    ok = {c: F.col(f"{c}_ok") for c in patterns}
+    ok = {c: F.col(f"{c}_ok") for c in RIIID_PATTERNS}
     return rows.select(
         _typed("user_id").alias("user_id"),
         _split(_typed("user_id")).alias("split"),
