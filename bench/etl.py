@@ -48,7 +48,7 @@ import pyarrow.csv as pacsv
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 
-from kt.schema import KT1_COLUMNS, KT1_QUESTION_COLUMNS, RIIID_COLUMNS, RIIID_QUESTION_COLUMNS  # noqa: E402
+from kt.schema import KT1_QUESTION_COLUMNS, RIIID_COLUMNS, RIIID_QUESTION_COLUMNS  # noqa: E402
 
 QUESTIONS = 13_523
 SKILLS = 188
