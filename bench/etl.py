@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", help="directory for the data (default: a temporary one)")
     parser.add_argument("--kt1", action="store_true", help="EdNet KT1 per-user files vs consolidated shards")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1 run")
     if args.kt1:
         return main_kt1(args)
     print(f"{'rows':>10} {'engine':>7} {'wall s':>7} {'etl s':>7} {'rows/s':>9} {'peak RSS GiB':>12} {'wall vs python':>14}"
