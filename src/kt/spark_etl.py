@@ -345,7 +345,7 @@ def _typed(column: str) -> Column:
 def riiid_rows(raw_rows: DataFrame, questions: DataFrame) -> DataFrame:
     """Riiid rows, typed and checked in kt.readers.read_riiid's order (the duplicate check comes later)."""
     rows = _parsed(raw_rows, RIIID_PATTERNS, ["content_type_id", "user_answer", "answered_correctly",
-                                        "prior_question_had_explanation"])
+                                              "prior_question_had_explanation"])
     rows = rows.join(F.broadcast(questions), _typed("content_id").cast("int") == F.col("q_content_id"), "left")
     content_type, answered = F.col("content_type_id"), F.col("answered_correctly")
     explanation = F.col("prior_question_had_explanation")
