@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import tempfile
 from datetime import date, datetime, timezone
