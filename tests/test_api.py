@@ -23,7 +23,6 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import httpx
 import pytest
-import uvicorn
 from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response

@@ -350,7 +350,7 @@ def test_handlers_load_from_the_tarball_alone(tiny_model_dir, tmp_path):
     code = os.path.join(model_dir, "code")
     script = (
         "import json, sys\n"
-        f"sys.path = [p for p in sys.path if not p.endswith('src')]\n"  # the editable install's path entry
+        "sys.path = [p for p in sys.path if not p.endswith('src')]\n"  # the editable install's path entry
         "import inference\n"
         "m = inference.model_fn(sys.argv[1])\n"
         "out = inference.output_fn(inference.predict_fn(inference.input_fn(sys.argv[2], 'application/json'), m), None)\n"
