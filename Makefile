@@ -41,6 +41,7 @@ demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: 
 	$(VENV)/bin/kt demo
 
 test: $(VENV)/.installed $(LINT_VENV)/.installed  ## run the test suite
+	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
 	$(VENV)/bin/python -m pytest -q
 
 api: $(VENV)/.installed  ## serve the mastery API and the Knowledge State page on :8000 (after `make demo`)

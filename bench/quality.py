@@ -11,7 +11,7 @@ rewritten, train.csv linked): the input the DKVMN paper's DKT figure used.
 
 Protocol, per dataset:
 
-1. ETL: ``kt.etl.run_etl`` (the reference engine), skill = first tag (DESIGN §4).
+1. ETL: ``kt.etl.run_etl`` (the reference engine), skill = first tag (docs/contracts.md §4.2).
 2. Splits: where the source has a train/test split (``riiid/splits.csv``: the
    3-line datasets), its test users are the test split and 10% of its train
    users (CRC32 of the user id mod 10 == 0) are carved out as validation.

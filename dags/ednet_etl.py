@@ -3,7 +3,7 @@
 Runs on every update of the **raw asset** (`raw/ednet/`, announced by
 `ednet_ingest`): the Glue job `ednet-preprocessor` (`glue/ednet_preprocessor.py`)
 turns the raw EdNet/Riiid files into `processed/ednet/` (sequences, skills,
-manifest, quarantine; DESIGN §4).
+manifest, quarantine; docs/contracts.md §4).
 
 - **aws**: `GlueJobOperator` starts the job Terraform created, with this run's
   `--raw`, `--processed`, `--format` and `--skill-mappings`.

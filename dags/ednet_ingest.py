@@ -1,6 +1,6 @@
 """# ednet_ingest
 
-Brings EdNet KT1 or Riiid files into the lake's `raw/ednet/` (DESIGN §3), then
+Brings EdNet KT1 or Riiid files into the lake's `raw/ednet/` (docs/contracts.md §3), then
 announces the **raw asset**, on which `ednet_etl` runs.
 
 Trigger it from the UI with:

@@ -1,7 +1,7 @@
 """# kt_mastery_refresh
 
 Nightly: mastery of every tutor user active since the last successful run,
-into the DynamoDB table `kt-mastery` (DESIGN §7). Logic: `kt.refresh`.
+into the DynamoDB table `kt-mastery` (docs/contracts.md §7). Logic: `kt.refresh`.
 
 1. **sync_history**: locally the lake's answer events are loaded into
    `kt-history` (on aws the tutor writes it; nothing to do).

@@ -1,4 +1,4 @@
-# The REST API of DESIGN section 9, integrated directly with AWS services (no Lambda):
+# The REST API of docs/contracts.md section 9, integrated directly with AWS services (no Lambda):
 #   GET  /api/kt/mastery?user_id=U  -> DynamoDB GetItem on kt-mastery (mapping templates give the section 6 shape)
 #   POST /api/kt/mastery            -> SageMaker runtime InvokeEndpoint (body passed through)
 #   POST /api/kt/answers            -> DynamoDB PutItem on kt-history (validated body, idempotent per answer_id)
@@ -208,7 +208,7 @@ resource "aws_api_gateway_integration" "post_mastery" {
   credentials             = aws_iam_role.api_invoke_endpoint.arn
   passthrough_behavior    = "WHEN_NO_TEMPLATES"
 
-  # The body goes through untouched; the model answers 415 to a wrong content type (DESIGN section 6).
+  # The body goes through untouched; the model answers 415 to a wrong content type (docs/contracts.md section 6.3).
   request_parameters = {
     "integration.request.header.Content-Type" = "method.request.header.Content-Type"
   }

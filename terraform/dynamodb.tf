@@ -1,4 +1,4 @@
-# DynamoDB tables of DESIGN section 7: kt-history (tutor answers, GSI by_day) and kt-mastery
+# DynamoDB tables of docs/contracts.md section 7: kt-history (tutor answers, GSI by_day) and kt-mastery
 # (nightly mastery rows). On-demand billing, point-in-time recovery, the customer managed key.
 
 resource "aws_dynamodb_table" "history" {

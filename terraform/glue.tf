@@ -25,7 +25,7 @@ resource "aws_glue_security_configuration" "this" {
 
 resource "aws_glue_job" "this" {
   name                   = var.glue_job_name
-  description            = "EdNet/Riiid raw files to processed sequences and skills (DESIGN section 4)."
+  description            = "EdNet/Riiid raw files to processed sequences and skills (docs/contracts.md section 4)."
   role_arn               = aws_iam_role.glue.arn
   glue_version           = var.glue_version
   worker_type            = var.glue_worker_type

@@ -18,7 +18,7 @@ locals {
     var.tags,
   )
 
-  # Lake (DESIGN section 3)
+  # Lake (docs/contracts.md section 3)
   lake_bucket_name = coalesce(var.lake_bucket_name, "${var.project}-lake-${local.account_id}-${var.region}")
   log_bucket_name  = "${local.lake_bucket_name}-logs"
   lake_uri         = "s3://${local.lake_bucket_name}"

@@ -1,4 +1,4 @@
-# The S3 lake (DESIGN section 3: raw/, processed/, models/, inference/, events/, monitoring/, artifacts/)
+# The S3 lake (docs/contracts.md section 3: raw/, processed/, models/, inference/, events/, monitoring/, artifacts/)
 # and its access-log bucket: versioned, encrypted, private, TLS-only, with lifecycle rules; plus the
 # code objects the Glue job and SageMaker read (uploaded from glue/ and from `make package`'s dist/).
 

@@ -8,7 +8,7 @@
 # empty, Terraform creates none of these and dkt_train creates the endpoint on its first promotion.
 
 resource "aws_sagemaker_model" "this" {
-  #checkov:skip=CKV_AWS_370:The PyTorch inference container installs code/requirements.txt from model.tar.gz at start-up (DESIGN section 5), which needs network access.
+  #checkov:skip=CKV_AWS_370:The PyTorch inference container installs code/requirements.txt from model.tar.gz at start-up (docs/contracts.md section 5.4), which needs network access.
   count              = local.create_endpoint ? 1 : 0
   name               = "${var.sagemaker_name_prefix}-tf-${substr(md5(var.model_data_url), 0, 8)}"
   execution_role_arn = aws_iam_role.sagemaker.arn

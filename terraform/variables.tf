@@ -1,6 +1,6 @@
 # Input variables: names the DAGs and the API rely on, sizes, switches and alarm thresholds.
 # Every variable has description, type and default, in that order; the defaults are the names in
-# DESIGN.md and src/kt/config.py, so a plain `terraform apply` matches what the code expects.
+# docs/contracts.md and src/kt/config.py, so a plain `terraform apply` matches what the code expects.
 
 # Project
 
@@ -62,13 +62,13 @@ variable "force_destroy_buckets" {
 # DynamoDB
 
 variable "history_table_name" {
-  description = "DynamoDB table of tutor answers (DESIGN section 7)."
+  description = "DynamoDB table of tutor answers (docs/contracts.md section 7.1)."
   type        = string
   default     = "kt-history"
 }
 
 variable "mastery_table_name" {
-  description = "DynamoDB table of nightly mastery rows (DESIGN section 7)."
+  description = "DynamoDB table of nightly mastery rows (docs/contracts.md section 7.2)."
   type        = string
   default     = "kt-mastery"
 }

@@ -45,3 +45,24 @@ def spark():
     session.stop()
     # py4j logs "Closing down clientserver connection" from __del__ at exit, after pytest closed the stream
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say in one line which tests did not run for want of something outside the repository, and where it was looked for.
+
+    The real-data tests need ``../shared/data/real`` beside the clone; the browser tests need chromium (``make test``
+    installs it). A skip for either is named at the end of the run, never left to the summary count.
+    """
+    from kt_testing import SHARED_DATA
+
+    skipped = [str(getattr(report, "longrepr", "")) for report in terminalreporter.stats.get("skipped", [])]
+    real_data = sum(SHARED_DATA in reason for reason in skipped)
+    if real_data:
+        terminalreporter.write_line(
+            f"real data: {real_data} tests did not run: they need the data beside the repository, looked for "
+            f"{os.path.normpath(SHARED_DATA)}", yellow=True)
+    browser = sum("chromium" in reason for reason in skipped)
+    if browser:
+        terminalreporter.write_line(
+            f"browser: {browser} tests did not run: no chromium (`make test` installs it: scripts/ensure-chromium.sh)",
+            yellow=True)

@@ -1,4 +1,4 @@
-"""The inference handlers (DESIGN §6): every error case, the prior, batches, stateful mode, loading from the tarball."""
+"""The inference handlers (docs/contracts.md §6): every error case, the prior, batches, stateful mode, loading from the tarball."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _error(model, body, content_type: str = JSON, accept: str = JSON) -> Request
     return caught.value
 
 
-# --- each error of DESIGN §6: status, message, field, and the body the endpoint returns -------------
+# --- each error of docs/contracts.md §6.3: status, message, field, and the body the endpoint returns -------------
 
 
 def test_malformed_json_is_a_400_naming_the_body(model):

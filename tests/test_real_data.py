@@ -2,7 +2,7 @@
 
 The data stays where it is (research licences: never copied into the repo);
 the ETL output goes to tmp_path. Every expected number and sequence is derived
-here with plain pandas from the files themselves, following DESIGN §3-4, not
+here with plain pandas from the files themselves, following docs/contracts.md §3-4, not
 from what our code prints: users, answers, lectures and quarantined rows by
 reason, and each user's lists. The two folders of ednet_kt1 hold the same
 104 students in both formats (``KT1/`` and its Riiid conversion ``riiid/``),
@@ -53,7 +53,7 @@ def listed(rows: pd.DataFrame, order: list[str]) -> dict[int, dict[str, list]]:
 
 
 def expected_riiid(raw: str) -> tuple[dict, dict]:
-    """Counts and sequences of a Riiid train.csv + questions.csv, by DESIGN §3-4."""
+    """Counts and sequences of a Riiid train.csv + questions.csv, by docs/contracts.md §3-4."""
     rows = pd.read_csv(os.path.join(raw, "train.csv"))
     questions = pd.read_csv(os.path.join(raw, "questions.csv"), dtype={"tags": str}, keep_default_na=False)
     skill = {int(q): first_tag(t, " ") for q, t in zip(questions["question_id"], questions["tags"])}

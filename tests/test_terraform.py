@@ -1,7 +1,7 @@
 """Static checks of terraform/: there is no terraform binary or provider registry here.
 
 Every .tf file is parsed with python-hcl2 and checked for documented, declared and resolvable
-names, the names the DAGs and the API rely on (DESIGN.md, kt.config.Settings), least-privilege
+names, the names the DAGs and the API rely on (docs/contracts.md, kt.config.Settings), least-privilege
 IAM, and the alarm thresholds. Tools that must not enter the app venv run from `.venv-lint`
 (built by `make lint`): checkov, the AWS provider schema of the CDKTF bindings (read as source,
 never imported) and a VTL engine that renders the API Gateway mapping templates.

@@ -3,7 +3,7 @@
     kt api --port 8000                     # KT_API_KEY=... to require the x-api-key header
     curl -H 'x-api-key: ...' 'localhost:8000/api/kt/mastery?user_id=tutor-0001'
 
-Routes, with the bodies of the Terraform mapping templates (DESIGN §6, §7, §9):
+Routes, with the bodies of the Terraform mapping templates (docs/contracts.md §6, §7, §9):
 
 ``GET /api/kt/mastery?user_id=U``
     200 ``{user_id, mastery, topic_mastery, next_skill_recommendation,
@@ -27,7 +27,7 @@ Routes, with the bodies of the Terraform mapping templates (DESIGN §6, §7, §9
     ``endpoint_timeout`` seconds. Its 4xx (a bad request) is passed through as
     API Gateway does; a timeout, a 5xx, a connection failure or an invalid body
     makes the Bayesian estimate answer instead. DKT disabled: the Bayesian
-    estimate. The body is DESIGN §6 plus ``source`` (``dkt`` or ``bayes``) and,
+    estimate. The body is docs/contracts.md §6.2 plus ``source`` (``dkt`` or ``bayes``) and,
     after a fallback, ``fallback_reason``: local additions, API Gateway passes
     the endpoint's body through untouched.
 
@@ -36,7 +36,7 @@ Routes, with the bodies of the Terraform mapping templates (DESIGN §6, §7, §9
     answer_id seen before (the ``attribute_not_exists(ts)`` condition of the
     Terraform template). The answer goes first to the lake
     (``events/answers/day=<day>/api-<pid>.jsonl``, appended and fsynced: the
-    lake is the local source of truth, DESIGN §7), then to kt-history, then the
+    lake is the local source of truth, docs/contracts.md §7.3), then to kt-history, then the
     user's Bayesian row in kt-mastery is rewritten from the whole history.
     A crash between the steps is repaired by the client's retry: the answer is
     never lost, and at worst appears twice in the lake, where every reader

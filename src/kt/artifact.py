@@ -1,4 +1,4 @@
-"""The model artifact (DESIGN §5): ``model.tar.gz`` = model.pth + model.json + code/.
+"""The model artifact (docs/contracts.md §5.4): ``model.tar.gz`` = model.pth + model.json + code/.
 
 ``code/`` follows the PyTorch inference container convention: ``inference.py``
 (the four handler functions) and ``requirements.txt``. The handlers live in the

@@ -41,7 +41,7 @@ def names(run: str) -> dict[str, str]:
 
 
 def lake_uris(settings: Settings, run_date: str | None = None) -> dict[str, str]:
-    """The lake prefixes of DESIGN §3."""
+    """The lake prefixes of docs/contracts.md §3."""
     root = settings.lake
     uris = {
         "raw": lake.join(root, "raw", "ednet"),

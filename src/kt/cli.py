@@ -5,7 +5,7 @@
     kt etl --engine python          raw/ -> processed/ (sequences, skills, manifest, quarantine)
     kt train --epochs=5             DKT training (SageMaker contract; paths overridable)
     kt evaluate                     test-split metrics vs base rate, Bayesian, oracle
-    kt predict < request.json       one mastery response (DESIGN §6), 4xx-style errors as JSON
+    kt predict < request.json       one mastery response (docs/contracts.md §6), 4xx-style errors as JSON
     kt refresh --run-date D         nightly mastery refresh into kt-mastery
     kt chart --user U --out f.png   the Knowledge State spider chart of one user
 

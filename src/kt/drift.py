@@ -3,7 +3,7 @@
     kt drift --run-date 2026-11-25
 
 The tutor answers of the last ``RECENT_DAYS`` days (the lake's
-``events/answers/``, DESIGN §3) are compared with the ``reference`` that
+``events/answers/``, docs/contracts.md §3) are compared with the ``reference`` that
 training stored in ``model.json``:
 
 - skill mix: population stability index (PSI) of the share of answers per

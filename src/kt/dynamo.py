@@ -1,4 +1,4 @@
-"""The two DynamoDB tables (DESIGN §7): tutor answers (kt-history) and mastery (kt-mastery).
+"""The two DynamoDB tables (docs/contracts.md §7): tutor answers (kt-history) and mastery (kt-mastery).
 
 Mastery writes are conditional so that an older ``as_of`` never replaces a
 newer row and a repeated refresh changes nothing. BatchWriteItem cannot carry
@@ -61,7 +61,7 @@ def deserialize(item: dict) -> dict:
 
 
 def ensure_tables(client: Any, history_table: str, mastery_table: str) -> None:
-    """Create both tables with the DESIGN §7 keys if missing (local runs; Terraform does it on AWS)."""
+    """Create both tables with the keys of docs/contracts.md §7 if missing (local runs; Terraform does it on AWS)."""
     existing = {n for page in client.get_paginator("list_tables").paginate() for n in page["TableNames"]}
     if history_table not in existing:
         client.create_table(

@@ -1,4 +1,4 @@
-"""Reference ETL in pure Python (pyarrow): raw EdNet -> per-user sequences (DESIGN §4).
+"""Reference ETL in pure Python (pyarrow): raw EdNet -> per-user sequences (docs/contracts.md §4).
 
     kt etl --engine python --lake .kt/lake [--format riiid|kt1]
 

@@ -15,7 +15,7 @@
    on the ETag, so a changed file starts over).
 3. Unpack ``.zip``, ``.tar``, ``.tar.gz``/``.tgz``: members are streamed, not
    extracted to disk first.
-4. Place the format's files where the ETL reads them (DESIGN §3), replacing
+4. Place the format's files where the ETL reads them (docs/contracts.md §3), replacing
    what raw/ednet/ held: Riiid ``train.csv`` + ``questions.csv``; KT1
    ``contents/questions.csv`` and the per-user ``KT1/u<id>.csv`` files. A
    ``skill_mappings.json`` travels along.
@@ -27,7 +27,7 @@
 KT1's many small files: EdNet KT1 is ~784K files of a few KB. They are never
 extracted to disk: the archive's members are streamed straight into the lake,
 and into an S3 lake by ``WRITERS`` parallel uploads (one at a time, 784K PUTs
-take hours). Both ETL engines read the per-user layout of DESIGN §3 in one pass
+take hours). Both ETL engines read the per-user layout of docs/contracts.md §3 in one pass
 (Spark: one CSV read with the file-path column). ``consolidate=True`` goes
 further: the users' rows are appended, in file order, to CSV shards of about
 ``SHARD_BYTES`` (``KT1/part-00000.csv``, ...) whose first column is the

@@ -1,4 +1,4 @@
-"""The lake: the same layout under a local directory or an ``s3://`` URI (DESIGN §3).
+"""The lake: the same layout under a local directory or an ``s3://`` URI (docs/contracts.md §3).
 
 Every path in the pipeline is a string URI; ``pyarrow.fs`` resolves it, so
 parquet and JSON code is written once. Local Spark and the local SageMaker

@@ -1,4 +1,4 @@
-"""The mastery response (DESIGN §6), the same for DKT and the Bayesian estimate.
+"""The mastery response (docs/contracts.md §6.2), the same for DKT and the Bayesian estimate.
 
     {"mastery": {"42": 0.78, ...}, "next_skill_recommendation": 15,
      "predicted_accuracy": 0.45, "topic_mastery": {"algebra": 0.61, ...},

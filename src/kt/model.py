@@ -1,4 +1,4 @@
-"""Deep Knowledge Tracing (Piech et al. 2015), as in the seed (DESIGN §5).
+"""Deep Knowledge Tracing (Piech et al. 2015), as in the seed (docs/contracts.md §5.1).
 
 Token ``skill_index*2 + correct`` -> Embedding -> 2-layer LSTM -> Linear to
 num_skills -> sigmoid: row t holds P(correct) on every skill at step t+1.

@@ -1,7 +1,7 @@
 """The pipeline's steps as plain functions, shared by the CLI, the demo and the DAGs.
 
 Each step takes the settings (and a run id or date) and works on the lake of
-DESIGN §3, through the same request dictionaries the AWS deployment uses.
+docs/contracts.md §3, through the same request dictionaries the AWS deployment uses.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Streaming readers for both EdNet formats (DESIGN §3), with validation.
+"""Streaming readers for both EdNet formats (docs/contracts.md §3.2), with validation.
 
 Each reader yields ``Batch`` objects: the valid interactions of a block of
 input in one normalized Arrow table, the rejected rows with their reason, and

@@ -1,4 +1,4 @@
-"""The nightly mastery refresh (DESIGN §7-8): active tutor users -> JSON Lines -> transform -> kt-mastery.
+"""The nightly mastery refresh (docs/contracts.md §7-8): active tutor users -> JSON Lines -> transform -> kt-mastery.
 
     kt refresh --lake .kt/lake [--run-date 2026-11-25]
 
@@ -112,7 +112,7 @@ class LoadResult:
 
 
 def mastery_item(line: dict, updated_at: str, n_interactions: int) -> dict:
-    """A transform output line as a kt-mastery item (DESIGN §7)."""
+    """A transform output line as a kt-mastery item (docs/contracts.md §7.2)."""
     return {
         "user_id": line["user_id"],
         "mastery": line["mastery"],

@@ -141,7 +141,7 @@ def glue_job(settings: Settings) -> dict:
 
 
 def check_manifest(settings: Settings) -> dict:
-    """The ETL's manifest, refused unless every input row is accounted for (DESIGN §4)."""
+    """The ETL's manifest, refused unless every input row is accounted for (docs/contracts.md §4.4)."""
     from kt import aws_requests, lake
 
     uri = lake.join(aws_requests.lake_uris(settings)["processed"], "_manifest.json")

@@ -1,4 +1,4 @@
-"""Data contracts shared by both ETL engines, training and serving (DESIGN §3-4).
+"""Data contracts shared by both ETL engines, training and serving (docs/contracts.md §3-4).
 
 Pure Python plus pyarrow: the Glue job imports this module through
 ``--extra-py-files``, so nothing here may import torch, pandas or Airflow.

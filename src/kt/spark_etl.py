@@ -3,7 +3,7 @@
     kt etl --engine spark --lake .kt/lake [--format riiid|kt1]         (local PySpark)
     python glue/ednet_preprocessor.py --raw R --processed P ...        (AWS Glue 5, or local PySpark)
 
-Outputs and manifest as DESIGN §3-4 and ``kt.etl.run_etl`` (engine "spark"). How
+Outputs and manifest as docs/contracts.md §3-4 and ``kt.etl.run_etl`` (engine "spark"). How
 each rule of the reference (``kt.readers``) is met:
 
 - One read over the interactions, every column a string. Riiid: train.csv, one

@@ -9,7 +9,7 @@ import time
 import pytest
 from dagtest import DAGS_DIR, PARSE_TIMES
 
-# DESIGN §8: dag_id -> what schedules it
+# docs/contracts.md §8: dag_id -> what schedules it
 DESIGN_DAGS = {
     "ednet_ingest": "manual",
     "ednet_etl": "raw asset",
