@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -10,6 +11,12 @@ import pytest
 from kt import etl, lake
 from kt.data import read_sequences, read_skills
 from kt.schema import RIIID_COLUMNS, SEQUENCES_SCHEMA, SKILLS_SCHEMA, split_of
+from kt.topics import DEFAULT_SKILL_TOPICS, TOPICS
+
+ROOT = Path(__file__).resolve().parents[1]
+# The seed's skill_mappings, copied here so that a change to kt.topics cannot pass unnoticed.
+SEED_SKILL_MAPPINGS = {"1": "algebra", "2": "arithmetic", "3": "geometry", "4": "probability", "5": "calculus",
+                       "6": "statistics", "7": "trigonometry", "8": "linear_algebra"}
 
 
 def test_manifest_accounts_for_every_row(sample_lake):
@@ -108,3 +115,11 @@ def test_kt1_sample_through_the_etl(tmp_path):
 def test_missing_questions_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="questions"):
         etl.run_etl(str(tmp_path / "nothing"), str(tmp_path / "out"), fmt="riiid")
+
+
+def test_the_default_skill_mappings_are_the_seeds_in_its_order():
+    assert list(DEFAULT_SKILL_TOPICS.items()) == list(SEED_SKILL_MAPPINGS.items())
+    assert TOPICS == tuple(SEED_SKILL_MAPPINGS.values())  # the spider chart's axes, in the seed's order
+    glue = json.loads((ROOT / "glue" / "skill_mappings.json").read_text())
+    assert list(glue.items()) == list(SEED_SKILL_MAPPINGS.items())  # what Terraform uploads for the Glue job
+    assert etl.load_skill_topics(None) == SEED_SKILL_MAPPINGS

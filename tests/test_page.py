@@ -41,7 +41,7 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 CATALOG = Catalog(tuple(range(1, 17)), {s: TOPICS[(s - 1) // 2] for s in range(1, 17)}, "tests")
 USER = "student-1"
-# (skill, correct): algebra (1, 2) well known, calculus (5, 6) weak, geometry (3) in between
+# (skill, correct): algebra (1, 2) well known, geometry (5, 6) weak, arithmetic (3) in between
 ANSWERS = [(1, 1), (1, 1), (2, 1), (5, 0), (5, 0), (6, 0), (3, 1), (3, 0), (1, 1)]
 DKT_TOPICS = {t: 0.3 + 0.08 * i for i, t in enumerate(TOPICS)}
 
@@ -95,7 +95,7 @@ def test_page_in_headless_chromium_has_the_8_axes_and_the_recommendation(setting
     assert 'data-series="DKT"' in dom and 'data-series="Bayesian"' in dom
     # DKT is enabled and served: its weakest practiced topic is algebra (0.30); the skill is the row's
     assert re.search(r'<dd id="next-topic">algebra \(mastery 30%\)</dd>', dom), dom
-    assert re.search(r'<dd id="next-skill">skill 5 in calculus \(mastery 60%\)</dd>', dom)
+    assert re.search(r'<dd id="next-skill">skill 5 in geometry \(mastery 60%\)</dd>', dom)
     assert "<script" not in dom and not re.search(r'(src|href)="(https?:)?//', dom)  # nothing from elsewhere
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-# In the order the spider chart draws them.
-TOPICS = (
-    "algebra",
-    "geometry",
-    "calculus",
-    "statistics",
-    "probability",
-    "number_theory",
-    "trigonometry",
-    "linear_algebra",
-)
+# The seed's skill_mappings, exactly: skill id (as a string, JSON keys) -> topic.
+DEFAULT_SKILL_TOPICS = {
+    "1": "algebra",
+    "2": "arithmetic",
+    "3": "geometry",
+    "4": "probability",
+    "5": "calculus",
+    "6": "statistics",
+    "7": "trigonometry",
+    "8": "linear_algebra",
+}
+# The spider chart's axes, in the seed's order.
+TOPICS = tuple(DEFAULT_SKILL_TOPICS.values())
 OTHER_TOPIC = "other"
-# The seed's skill_mappings: skill id (as a string, JSON keys) -> topic.
-DEFAULT_SKILL_TOPICS = {str(i + 1): topic for i, topic in enumerate(TOPICS)}
 
 
 def topic_of(skill_id: int, skill_topics: dict[str, str]) -> str:
