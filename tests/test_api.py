@@ -130,7 +130,7 @@ def test_answers_then_get_serves_the_bayesian_estimate_equal_to_the_stored_row(s
     assert body["mastery"] == {str(s): round(p, 4) for s, p in expected.items()}
     assert body["mastery"]["5"] == round(2 / 3, 4) and body["mastery"]["16"] == 0.5
     assert body["topic_mastery"]["algebra"] == round(2 / 4, 4)  # skills 1 and 2: one right of two, Beta(1, 1)
-    assert body["topic_mastery"]["calculus"] == round(2 / 3, 4)
+    assert body["topic_mastery"]["geometry"] == round(2 / 3, 4)  # skill 5
     assert (body["source"], body["model_version"], body["n_interactions"]) == ("bayes", BAYES_MODEL_VERSION, 3)
     assert body["as_of"] == at(3) and body["next_skill_recommendation"] == 1
     stored = dynamo.get_mastery(ddb(settings), settings.mastery_table, "u1")
@@ -291,7 +291,7 @@ def test_post_mastery_disabled_answers_with_the_bayesian_estimate(settings):
     body = r.json()
     assert r.status_code == 200 and body["source"] == "bayes" and "fallback_reason" not in body
     assert body["mastery"]["3"] == 0.25 and body["next_skill_recommendation"] == 3
-    assert body["topic_mastery"]["geometry"] == round(2 / 5, 4)
+    assert body["topic_mastery"]["arithmetic"] == round(2 / 5, 4)  # skills 3 and 4
     assert set(body) == {"mastery", "next_skill_recommendation", "predicted_accuracy", "topic_mastery",
                          "model_version", "source"}
     empty = client_for(settings).post("/api/kt/mastery", json={"user_sequence": []}).json()

@@ -41,9 +41,11 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 CATALOG = Catalog(tuple(range(1, 17)), {s: TOPICS[(s - 1) // 2] for s in range(1, 17)}, "tests")
 USER = "student-1"
-# (skill, correct): algebra (1, 2) well known, calculus (5, 6) weak, geometry (3) in between
+# (skill, correct): algebra (1, 2) well known, geometry (5, 6) weak, arithmetic (3) in between
 ANSWERS = [(1, 1), (1, 1), (2, 1), (5, 0), (5, 0), (6, 0), (3, 1), (3, 0), (1, 1)]
 DKT_TOPICS = {t: 0.3 + 0.08 * i for i, t in enumerate(TOPICS)}
+# The row's weakest skill (5, its next_skill_recommendation) is geometry's; algebra's weakest practiced one is 2.
+DKT_SKILLS = {str(s): {2: 0.55, 5: 0.2}.get(s, 0.6) for s in CATALOG.skill_ids}
 
 
 def require_chromium() -> None:
@@ -69,7 +71,7 @@ def _with_student(s: Settings) -> Settings:
         r = client.post("/api/kt/answers", json={"user_id": USER, "answer_id": f"a{n}", "skill_id": skill,
                                                  "correct": correct, "answered_at": f"2026-11-24T10:00:{n:02d}.000Z"})
         assert r.json() == {"status": "stored"}
-    row = {"user_id": USER, "mastery": {str(s): 0.6 for s in CATALOG.skill_ids}, "topic_mastery": DKT_TOPICS,
+    row = {"user_id": USER, "mastery": DKT_SKILLS, "topic_mastery": DKT_TOPICS,
            "next_skill_recommendation": 5, "predicted_accuracy": 0.6, "model_version": "pythagoras-dkt-test",
            "source": "dkt", "as_of": "2026-11-24T10:00:08.000Z", "updated_at": "2026-11-25T02:00:00+00:00",
            "n_interactions": len(ANSWERS)}
@@ -93,9 +95,9 @@ def test_page_in_headless_chromium_has_the_8_axes_and_the_recommendation(setting
     assert axes == list(TOPICS)
     assert labels == [(t, t.replace("_", " ")) for t in TOPICS]
     assert 'data-series="DKT"' in dom and 'data-series="Bayesian"' in dom
-    # DKT is enabled and served: its weakest practiced topic is algebra (0.30); the skill is the row's
+    # DKT is enabled and served: its weakest practiced topic is algebra (0.30), and algebra's weakest practiced skill
     assert re.search(r'<dd id="next-topic">algebra \(mastery 30%\)</dd>', dom), dom
-    assert re.search(r'<dd id="next-skill">skill 5 in calculus \(mastery 60%\)</dd>', dom)
+    assert re.search(r'<dd id="next-skill">skill 2 in algebra \(mastery 55%\)</dd>', dom)
     assert "<script" not in dom and not re.search(r'(src|href)="(https?:)?//', dom)  # nothing from elsewhere
 
 
@@ -133,3 +135,25 @@ def test_page_escapes_the_user_id_and_404s_unknown_users(settings):
     missing = client.get("/knowledge-state/nobody")
     assert missing.status_code == 404 and "Unknown user" in missing.text
     assert TestClient(create_app(s, catalog=CATALOG)).get(f"/knowledge-state/{USER}").status_code == 403
+
+
+def _recommendation(page: str) -> tuple[str, str, int]:
+    """(next topic, the next skill's topic, the next skill) as the page states them."""
+    topic = re.search(r'<dd id="next-topic">([a-z ]+) \(mastery', page)
+    skill = re.search(r'<dd id="next-skill">skill (\d+) in ([a-z ]+) \(mastery', page)
+    assert topic and skill, page
+    return topic.group(1), skill.group(2), int(skill.group(1))
+
+
+@pytest.mark.parametrize("dkt_enabled", [True, False])
+def test_the_recommended_skill_lies_in_the_recommended_topic(settings, dkt_enabled):
+    """Topic and skill agree, whichever estimate is served (issue 19: "algebra" with "skill 5 (calculus)")."""
+    s = dataclasses.replace(settings, sagemaker_enabled=dkt_enabled)
+    page = TestClient(create_app(s, catalog=CATALOG)).get(f"/knowledge-state/{USER}").text
+    topic, skill_topic, skill = _recommendation(page)
+    assert skill_topic == topic == CATALOG.skill_topics[skill].replace("_", " ")
+    assert skill in {s for s, _ in ANSWERS}  # a practiced skill
+    if dkt_enabled:  # the DKT row: algebra is the weakest practiced topic, 2 its weakest practiced skill
+        assert (topic, skill) == ("algebra", 2)
+    else:  # Bayesian: geometry (skills 5 and 6: nothing right) is the weakest; 5 (two wrong) the weaker skill
+        assert (topic, skill) == ("geometry", 5)

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import tracemalloc
+
+import numpy as np
 import pytest
 
+import questions_corpus
 from kt import lake
-from kt.readers import read_kt1, read_kt1_questions, read_riiid, read_riiid_questions
-from kt.schema import QUARANTINE_REASONS, RIIID_COLUMNS
+from kt.readers import (
+    NO_SKILL,
+    UNKNOWN,
+    Questions,
+    QuestionsFileError,
+    read_kt1,
+    read_kt1_questions,
+    read_riiid,
+    read_riiid_questions,
+)
+from kt.schema import QUARANTINE_REASONS, QUESTION_QUARANTINE_REASONS, RIIID_COLUMNS
+from questions_corpus import INT32_MAX
 
 QUESTIONS = "question_id,bundle_id,correct_answer,part,tags\n1,1,0,1,5 7\n2,2,1,2,6\n3,3,2,1,\n"
 HEADER = ",".join(RIIID_COLUMNS) + "\n"
@@ -132,3 +148,91 @@ def test_kt1_reader_and_its_reasons(tmp_path):
         "unknown_content_id", "untagged_content", "wrong_column_count", "bad_user_id",
     ])
     assert sum(b.rows_in for b in batches) == 11
+
+
+# The questions file: validated like the interaction rows
+
+
+def _kept(questions) -> dict[int, tuple]:
+    return {int(c): (int(s), t, int(p), int(a)) for c, s, t, p, a in zip(
+        questions.content_id, questions.skill_id, questions.tags, questions.part, questions.correct_answer)}
+
+
+@pytest.mark.parametrize("fmt", ["riiid", "kt1"])
+def test_hostile_questions_rows_are_quarantined_each_with_its_reason(tmp_path, fmt, caplog):
+    path = str(tmp_path / "questions.csv")
+    lake.write_text(path, questions_corpus.riiid_questions() if fmt == "riiid" else questions_corpus.kt1_questions())
+    bad = questions_corpus.RIIID_BAD if fmt == "riiid" else questions_corpus.KT1_BAD
+    read = read_riiid_questions if fmt == "riiid" else read_kt1_questions
+    read(path)  # once untraced: first-use imports and caches are not the reader's memory
+    caplog.clear()
+    tracemalloc.start()
+    with caplog.at_level(logging.WARNING, logger="kt.readers"):
+        questions = read(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak} bytes to read a questions file with 2^31 - 1 as its largest id"
+    quarantine = questions.quarantine.to_pylist()
+    assert [(q["raw"], q["reason"]) for q in quarantine] == [(row, reason) for row, reason in bad]
+    assert {q["source"] for q in quarantine} == {"questions.csv" if fmt == "riiid" else "contents/questions.csv"}
+    assert [r for r in QUESTION_QUARANTINE_REASONS if r not in {reason for _, reason in bad}] == []
+    expected_answer = {"riiid": {1: 0, 2: 1, 3: 2, 4: -1}, "kt1": {1: 1, 2: 0, 3: 2, 4: 3}}[fmt]
+    assert _kept(questions) == {
+        1: (5, [5, 7], 1, expected_answer[1]), 2: (6, [6], 2, expected_answer[2]),
+        3: (NO_SKILL, [], 0, expected_answer[3]), INT32_MAX: (INT32_MAX, [INT32_MAX], 127, 3),
+        4: (8, [8], 3, expected_answer[4]),
+    }
+    # every rejected row is logged with the file, its line and the column at fault
+    first_bad_line = 4  # header, then two good rows
+    assert f"{path}, line {first_bad_line}, column 'question_id': bad_question_id" in caplog.text
+    assert re.search(rf"{re.escape(path)}, line \d+, column 'part': bad_part", caplog.text)
+    assert re.search(rf"{re.escape(path)}, line \d+: wrong_column_count", caplog.text)
+
+
+def test_a_content_id_is_never_wrapped_around_nor_sizes_an_array():
+    small = Questions(np.array([0, 5], np.int32), np.array([7, 8], np.int32), [[7], [8]], np.zeros(2, np.int8),
+                      np.zeros(2, np.int8))
+    huge = Questions(np.array([INT32_MAX, 5], np.int32), np.array([7, 8], np.int32), [[7], [8]],
+                     np.zeros(2, np.int8), np.zeros(2, np.int8))
+    probe = np.array([-1, 5, 6, 0, INT32_MAX, 2**40, -(2**40)])
+    assert small.rows_of(probe).tolist() == [UNKNOWN, 1, UNKNOWN, 0, UNKNOWN, UNKNOWN, UNKNOWN]
+    assert huge.rows_of(probe).tolist() == [UNKNOWN, 1, UNKNOWN, UNKNOWN, 0, UNKNOWN, UNKNOWN]
+    assert huge.skill_of(probe).tolist() == [UNKNOWN, 8, UNKNOWN, UNKNOWN, 7, UNKNOWN, UNKNOWN]
+    with pytest.raises(ValueError, match="non-negative"):
+        Questions(np.array([-1], np.int32), np.array([7], np.int32), [[7]], np.zeros(1, np.int8), np.zeros(1, np.int8))
+    with pytest.raises(ValueError, match="distinct"):
+        Questions(np.array([3, 3], np.int32), np.array([7, 8], np.int32), [[7], [8]], np.zeros(2, np.int8),
+                  np.zeros(2, np.int8))
+
+
+def test_interactions_on_a_quarantined_question_are_unknown_content(tmp_path):
+    lake.write_text(str(tmp_path / "questions.csv"), questions_corpus.riiid_questions())
+    lake.write_text(str(tmp_path / "train.csv"), HEADER + "0,100,11,1,0,0,0,1,,\n1,100,11,10,0,0,0,1,,\n"
+                    "2,100,11,2,0,0,0,1,,\n3,100,11,3,0,0,0,1,,\n")
+    questions = read_riiid_questions(str(tmp_path / "questions.csv"))
+    batches = list(read_riiid(str(tmp_path / "train.csv"), questions))
+    assert _reasons(batches) == ["unknown_content_id", "untagged_content"]  # 10 had a bad answer; 3 has no tag
+    assert [r["content_id"] for b in batches for r in b.interactions.to_pylist()] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", r"line 1: no header"),
+        ("question_id,bundle_id,correct_answer,part\n1,1,0,1\n", r"line 1: missing column 'tags'"),
+        ("id,bundle,answer,part,tag\n1,1,0,1,5\n", r"line 1: missing column 'question_id', 'correct_answer', 'tags'"),
+    ],
+)
+def test_a_questions_file_without_a_needed_column_stops_with_file_line_and_column(tmp_path, text, message):
+    path = str(tmp_path / "questions.csv")
+    lake.write_text(path, text)
+    with pytest.raises(QuestionsFileError, match=re.escape(path) + ", " + message):
+        read_riiid_questions(path)
+    with pytest.raises(QuestionsFileError, match=re.escape(path) + ", " + message):
+        read_kt1_questions(path)
+
+
+def test_questions_header_may_be_reordered_or_start_with_a_bom(tmp_path):
+    path = str(tmp_path / "questions.csv")
+    lake.write_bytes(path, "\ufefftags,part,correct_answer,bundle_id,question_id\n5 6,2,1,1,7\n".encode())
+    assert _kept(read_riiid_questions(path)) == {7: (5, [5, 6], 2, 1)}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from kt import lake, sample
+from kt.topics import DEFAULT_SKILL_TOPICS, TOPICS
 
 
 def _files(root: str) -> dict[str, str]:
@@ -62,3 +64,11 @@ def test_kt1_format_files(tmp_path):
     header = open(files[0]).readline().strip()
     assert header == "timestamp,solving_id,question_id,user_answer,elapsed_time"
     assert open(f"{root}/raw/ednet/contents/questions.csv").readline().startswith("question_id,bundle_id,explanation_id")
+
+
+def test_the_simulated_skill_mappings_extend_the_seeds():
+    """Skills 1-8 carry the seed's topics; further skills go round the 8 topics in the chart's order."""
+    world = sample.make_world(20, np.random.default_rng(0), questions_per_skill=2)
+    mappings = world.skill_mappings()
+    assert {k: mappings[k] for k in DEFAULT_SKILL_TOPICS} == DEFAULT_SKILL_TOPICS
+    assert [mappings[str(s)] for s in range(9, 21)] == [TOPICS[(s - 1) % 8] for s in range(9, 21)]

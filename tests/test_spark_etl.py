@@ -21,6 +21,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
+import questions_corpus
 from kt import etl, ingest, lake, sample, spark_etl
 from kt.aws import free_port
 from kt.data import read_sequences, read_skills
@@ -30,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST_ONLY_PER_ENGINE = {"engine", "duration_s", "created_at", "buckets"}
 RIIID_QUESTIONS = (
     "question_id,bundle_id,correct_answer,part,tags\n"
-    "1,1,0,1,5 7\n2,2,1,2,6\n3,3,2,1,\n4,4,3,3,9\n2,2,1,2,8\n"  # 3 untagged; 9 unmapped; id 2 twice: the last wins
+    "1,1,0,1,5 7\n2,2,1,2,6\n3,3,2,1,\n4,4,3,3,9\n2,2,1,2,8\n"  # 3 untagged; 9 unmapped; id 2 twice: the first wins
 )
 KT1_QUESTIONS = (
     "question_id,bundle_id,explanation_id,correct_answer,part,tags,deployed_at\n"
@@ -56,7 +57,7 @@ def assert_same_output(reference: str, out: str, ref_manifest: dict, spark_manif
     assert skills.to_pylist() == read_skills(reference).to_pylist()
     quarantine = pq.read_table(lake.join(out, "_quarantine"))
     assert quarantine.schema.equals(QUARANTINE_SCHEMA)
-    assert quarantine.num_rows == spark_manifest["quarantined"]
+    assert quarantine.num_rows == spark_manifest["quarantined"] + spark_manifest["questions_quarantined"]
     expected = pq.read_table(lake.join(reference, "_quarantine"))
     assert Counter(map(tuple, (r.values() for r in quarantine.to_pylist()))) == Counter(
         map(tuple, (r.values() for r in expected.to_pylist())))
@@ -282,6 +283,24 @@ def test_hidden_kt1_files(spark, tmp_path):
     assert (manifest["rows_in"], manifest["users"]) == (1, 1)
 
 
+@pytest.mark.slow
+def test_hostile_questions_files_are_identical(spark, tmp_path):
+    """Both formats' hostile questions corpus: the same kept questions, the same quarantined rows and counts."""
+    riiid = str(tmp_path / "riiid")
+    lake.write_text(f"{riiid}/questions.csv", questions_corpus.riiid_questions())
+    lake.write_text(f"{riiid}/train.csv", ",".join(RIIID_COLUMNS) + "\n1,10,7,1,0,1,0,1,,\n2,11,7,10,0,2,0,1,,\n"
+                    "3,12,7,3,0,3,0,1,,\n4,13,7,2,0,4,0,0,,\n5,14,7,4,0,5,0,1,,\n")
+    kt1 = str(tmp_path / "kt1")
+    lake.write_text(f"{kt1}/contents/questions.csv", questions_corpus.kt1_questions())
+    lake.write_text(f"{kt1}/KT1/u7.csv", ",".join(KT1_COLUMNS) + "\n10,1,q1,b,1\n11,2,q10,a,1\n13,4,q2,b,1\n14,5,q4,d,1\n")
+    for raw, bad in ((riiid, questions_corpus.RIIID_BAD), (kt1, questions_corpus.KT1_BAD)):
+        _, manifest = both(raw, f"{raw}-out", spark)
+        assert manifest["questions_quarantined"] == len(bad)
+        assert set(manifest["questions_quarantined_by_reason"]) == {reason for _, reason in bad}
+        assert manifest["quarantined_by_reason"]["unknown_content_id"] == 1  # the answer to quarantined question 10
+        assert [s["content_id"] for s in read_sequences(f"{raw}-out/spark").to_pylist()[0:1]] == [[1, 2, 4]]
+
+
 def test_wrong_column_count_with_non_utf8_bytes(spark, tmp_path):
     """A short row with a stray byte is quarantined (U+FFFD in its text), not a crash."""
     raw = str(tmp_path / "raw")
@@ -290,7 +309,7 @@ def test_wrong_column_count_with_non_utf8_bytes(spark, tmp_path):
     manifest, _ = both(raw, str(tmp_path), spark)
     assert manifest["quarantined_by_reason"] == {"wrong_column_count": 1}
     quarantine = pq.read_table(f"{tmp_path}/reference/_quarantine").to_pylist()
-    assert [q["raw"] for q in quarantine] == ["2,2,\ufffd"]
+    assert [q["raw"] for q in quarantine if q["source"] == "train.csv"] == ["2,2,\ufffd"]
 
 
 def test_large_row_ids(spark, tmp_path):

@@ -98,3 +98,19 @@ def test_model_directory_is_the_artifact_contract(tiny_model_dir):
         assert key in info
     assert info["config"]["num_skills"] == len(info["skill_ids"]) == len(info["base_rates"])
     assert sorted(os.listdir(os.path.join(tiny_model_dir, "code"))) == ["inference.py", "kt", "requirements.txt"]
+
+
+def test_skill_vocab_maps_any_int32_id_without_sizing_an_array():
+    """A tag of 2^31 - 1 is a valid skill id: the vocabulary must not allocate an entry per id below it."""
+    import tracemalloc
+
+    from kt.data import SkillVocab
+
+    tracemalloc.start()
+    vocab = SkillVocab([2**31 - 1, 5, 0, 5])
+    indices = vocab.indices([5, -1, 2**31 - 1, 6, 0, 2**40]).tolist()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert indices == [1, -1, 2, -1, 0, -1] and len(vocab) == 3
+    assert peak < 1 << 20
+    assert SkillVocab([]).indices([0, 1]).tolist() == [-1, -1]

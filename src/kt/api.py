@@ -44,7 +44,7 @@ Routes, with the bodies of the Terraform mapping templates (docs/contracts.md §
 
 ``GET /knowledge-state/{user_id}``
     The Knowledge State page: an inline-SVG spider chart of the 8 topics (DKT
-    and Bayesian), the recommended next topic (``kt.tutor``) and skill. No
+    and Bayesian), the recommended next topic and the skill inside it (``kt.tutor``). No
     JavaScript, no CDN: it renders offline. ``/static/`` holds its stylesheet.
 
 Bayesian rows never replace newer evidence. A Bayesian write replaces a
@@ -488,19 +488,23 @@ class MasteryService:
             return None
         bayes_row = self.bayes_row(user_id, history) if history else None
         served = get_body(dkt if dkt is not None and self.settings.sagemaker_enabled else bayes_row)
-        practiced = {self.catalog.skill_topics.get(int(h["skill_id"]), OTHER_TOPIC) for h in history}
         counts: dict[str, int] = {}
         for h in history:
             topic = self.catalog.skill_topics.get(int(h["skill_id"]), OTHER_TOPIC)
             counts[topic] = counts.get(topic, 0) + 1
+        # The topic, then the skill inside it (kt.tutor): the page never recommends a skill of another topic.
+        next_topic = tutor.select_weakest_topic({**served, "answers_by_topic": counts})
+        practiced_skills = {int(h["skill_id"]) for h in history}
         return {
             "user_id": user_id,
             "served": served,
             "dkt": get_body(dkt) if dkt is not None else None,
             "bayes": get_body(bayes_row) if bayes_row is not None else None,
             "answers_by_topic": counts,
-            "next_topic": tutor.select_weakest_topic(served, practiced or None),
-            "next_skill": served["next_skill_recommendation"],
+            "next_topic": next_topic,
+            "next_skill": (served["next_skill_recommendation"] if next_topic is None  # only unmapped skills
+                           else tutor.select_weakest_skill(served, next_topic, self.catalog.skill_topics,
+                                                           practiced_skills)),
             "skill_topics": self.catalog.skill_topics,
         }
 

@@ -36,9 +36,7 @@ class SkillVocab:
     def __init__(self, skill_ids: list[int]):
         self.skill_ids = sorted(int(s) for s in set(skill_ids))
         self.index = {s: i for i, s in enumerate(self.skill_ids)}
-        top = max(self.skill_ids) + 1 if self.skill_ids else 1
-        self.lookup = np.full(top, -1, dtype=np.int64)
-        self.lookup[self.skill_ids] = np.arange(len(self.skill_ids))
+        self.ordered = np.array(self.skill_ids, dtype=np.int64)  # searched, not indexed: an int32 id sizes nothing
 
     def __len__(self) -> int:
         return len(self.skill_ids)
@@ -46,10 +44,10 @@ class SkillVocab:
     def indices(self, skill_ids: np.ndarray) -> np.ndarray:
         """Dense indices; -1 for ids the vocabulary does not know."""
         skill_ids = np.asarray(skill_ids, dtype=np.int64)
-        inside = (skill_ids >= 0) & (skill_ids < len(self.lookup))
-        out = np.full(len(skill_ids), -1, dtype=np.int64)
-        out[inside] = self.lookup[skill_ids[inside]]
-        return out
+        if len(self.ordered) == 0:
+            return np.full(len(skill_ids), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self.ordered, skill_ids), len(self.ordered) - 1)
+        return np.where(self.ordered[at] == skill_ids, at, -1)
 
 
 def read_skills(processed: str) -> pa.Table:

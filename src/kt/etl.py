@@ -35,6 +35,7 @@ from kt.schema import (
     OTHER_TOPIC,
     QUARANTINE_REASONS,
     QUARANTINE_SCHEMA,
+    QUESTION_QUARANTINE_REASONS,
     SCHEMA_VERSION,
     SEQUENCES_SCHEMA,
     SKILLS_SCHEMA,
@@ -42,6 +43,7 @@ from kt.schema import (
     split_of,
     topic_of,
 )
+from kt.topics import check_skill_mappings
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,34 @@ def detect_format(raw: str) -> str:
 
 
 def load_skill_topics(uri: str | None) -> dict[str, str]:
-    """The skill->topic JSON (skill_mappings); the seed's mapping when there is none."""
-    if uri and lake.exists(uri):
-        return {str(k): str(v) for k, v in json.loads(lake.read_text(uri)).items()}
-    return dict(DEFAULT_SKILL_TOPICS)
+    """The skill->topic JSON (skill_mappings), checked; the seed's mapping when there is none."""
+    if not (uri and lake.exists(uri)):
+        return dict(DEFAULT_SKILL_TOPICS)
+
+    def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+        repeated = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+        if repeated:
+            raise ValueError(f"{uri}: key {repeated[0]!r} appears more than once")
+        return dict(pairs)
+
+    try:
+        mapping = json.loads(lake.read_text(uri), object_pairs_hook=unique_keys)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{uri}: skill_mappings is not UTF-8 text: {e}") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{uri}: skill_mappings is not JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    except RecursionError as e:
+        raise ValueError(f"{uri}: skill_mappings is nested too deeply to be a skill id -> topic object") from e
+    return check_skill_mappings(mapping, uri)
+
+
+def questions_manifest(questions: Questions) -> dict:
+    """The manifest's account of the questions file's quarantined rows (both engines write these fields)."""
+    reasons = Counter(questions.quarantine["reason"].to_pylist())
+    return {
+        "questions_quarantined": sum(reasons.values()),
+        "questions_quarantined_by_reason": {r: reasons[r] for r in QUESTION_QUARANTINE_REASONS if reasons[r]},
+    }
 
 
 def skills_table(questions: Questions, skill_topics: dict[str, str]) -> pa.Table:
@@ -93,7 +119,7 @@ def input_files(paths: dict[str, str]) -> list[str]:
     return files
 
 
-def sequences_of(interactions: pa.Table, skill_of_content: np.ndarray) -> pa.Table:
+def sequences_of(interactions: pa.Table, questions: Questions) -> pa.Table:
     """One row per user from interactions of whole users: sorted, listed, split."""
     if interactions.num_rows == 0:
         return SEQUENCES_SCHEMA.empty_table()
@@ -107,7 +133,7 @@ def sequences_of(interactions: pa.Table, skill_of_content: np.ndarray) -> pa.Tab
     starts = np.concatenate([[0], np.flatnonzero(np.diff(user_ids)) + 1])
     offsets = pa.array(np.concatenate([starts, [len(user_ids)]]).astype(np.int32))
     content = rows["content_id"].combine_chunks()
-    skill = pa.array(skill_of_content[content.to_numpy()], pa.int32())
+    skill = pa.array(questions.skill_of(content.to_numpy()), pa.int32())
 
     def listed(values: pa.Array) -> pa.ListArray:
         return pa.ListArray.from_arrays(offsets, values)
@@ -153,8 +179,6 @@ def run_etl(
     skill_topics = load_skill_topics(skill_mappings)
     questions = read_kt1_questions(paths["questions"]) if fmt == "kt1" else read_riiid_questions(paths["questions"])
     skills = skills_table(questions, skill_topics)
-    skill_of_content = np.full(len(questions.lookup), -1, dtype=np.int32)
-    skill_of_content[questions.content_id] = questions.skill_id
 
     files = input_files(paths)
     total_bytes = sum(lake.size(f) for f in files)
@@ -167,6 +191,8 @@ def run_etl(
     with tempfile.TemporaryDirectory(prefix="kt-etl-") as tmp:
         writers = [pq.ParquetWriter(os.path.join(tmp, f"bucket-{b:05d}.parquet"), INTERACTION_SCHEMA) for b in range(buckets)]
         with lake.open_write(quarantine_uri) as qf, pq.ParquetWriter(qf, QUARANTINE_SCHEMA) as quarantine_writer:
+            if questions.quarantine.num_rows:  # the questions file's rejects come first
+                quarantine_writer.write_table(questions.quarantine)
             batches = read_kt1(paths["interactions"], questions) if fmt == "kt1" else read_riiid(paths["interactions"], questions)
             with tqdm(desc="etl: read + validate", unit="row", unit_scale=True, disable=hide_progress) as bar:
                 for batch in batches:
@@ -190,7 +216,7 @@ def run_etl(
         users_by_split: Counter = Counter()
         rows_by_split: Counter = Counter()
         for b in tqdm(range(buckets), desc="etl: sequences", unit="bucket", disable=hide_progress):
-            sequences = sequences_of(pq.read_table(os.path.join(tmp, f"bucket-{b:05d}.parquet")), skill_of_content)
+            sequences = sequences_of(pq.read_table(os.path.join(tmp, f"bucket-{b:05d}.parquet")), questions)
             for split in SPLITS:
                 part = sequences.filter(pc.equal(sequences["split"], split))
                 if part.num_rows == 0:
@@ -214,6 +240,7 @@ def run_etl(
         "lectures": counts["lectures"],
         "quarantined": counts["quarantined"],
         "quarantined_by_reason": {r: reasons[r] for r in QUARANTINE_REASONS if reasons[r]},
+        **questions_manifest(questions),
         "users": sum(users_by_split.values()),
         "users_by_split": {s: users_by_split[s] for s in SPLITS},
         "rows_by_split": {s: rows_by_split[s] for s in SPLITS},

@@ -6,6 +6,13 @@ the block's counts. Blocks are a few MB, so a 100M-row file never has to fit
 in memory. The reasons and their order are ``kt.schema.QUARANTINE_REASONS``;
 the first failing check names the reason.
 
+The questions file (small) is read whole by ``read_riiid_questions`` /
+``read_kt1_questions``, on the driver for both ETL engines: a missing column
+raises ``QuestionsFileError`` (file, line, column); a bad row goes to
+``Questions.quarantine`` with a reason of
+``kt.schema.QUESTION_QUARANTINE_REASONS`` and a log line naming its file, line
+and column.
+
 Normalized interaction columns: user_id int64, timestamp int64,
 task_container_id int64, row_id int64, content_id int32, correct int8,
 elapsed_ms int32 (nullable), had_explanation bool (nullable).
@@ -44,6 +51,15 @@ INT_PATTERN = r"^\d{1,18}$"
 FLOAT_PATTERN = r"^\d{1,12}(\.\d*)?$"
 NO_SKILL = -2  # content known, but without tags
 UNKNOWN = -1  # content not in the questions file
+INT32_MAX = 2**31 - 1  # content ids and tags are int32 in skills.parquet and sequences.parquet
+INT8_MAX = 2**7 - 1  # part is int8
+DECIMAL = re.compile(r"[0-9]{1,10}")
+RIIID_QUESTION_ID = re.compile(r"([0-9]+)")
+KT1_QUESTION_ID = re.compile(r"q([0-9]+)")
+NO_TAG = "-1"  # EdNet's tag of an untagged question
+QUESTION_FIELDS = ("question_id", "correct_answer", "part", "tags")  # the columns the ETL reads, both formats
+DENSE_IDS = 1 << 22  # content ids below this are looked up by index (32 MB at most); above, by a sorted search
+MAX_QUESTION_WARNINGS = 20  # quarantined question rows logged one by one; the rest are counted
 
 INTERACTION_SCHEMA = pa.schema(
     [
@@ -61,26 +77,54 @@ INTERACTION_SCHEMA = pa.schema(
 
 @dataclass
 class Questions:
-    """Question metadata: a dense lookup from content id to skill, plus the rows of skills.parquet."""
+    """Question metadata: content id -> skill, plus the rows of skills.parquet and the questions file's rejects."""
 
-    content_id: np.ndarray  # (Q,) int32
+    content_id: np.ndarray  # (Q,) int32, distinct and non-negative
     skill_id: np.ndarray  # (Q,) int32, NO_SKILL when untagged
     tags: list[list[int]]
     part: np.ndarray  # (Q,) int8
-    correct_answer: np.ndarray  # (Q,) int8, 0..3
-    lookup: np.ndarray = field(init=False)  # content id -> row in the arrays above, or UNKNOWN
+    correct_answer: np.ndarray  # (Q,) int8, 0..3 (-1: not given, Riiid only)
+    quarantine: pa.Table = field(default_factory=QUARANTINE_SCHEMA.empty_table)  # rejected rows of the file
+    _dense: np.ndarray = field(init=False, repr=False)  # content id -> row, when the ids are small
+    _order: np.ndarray = field(init=False, repr=False)  # rows by ascending content id, when they are not
 
     def __post_init__(self) -> None:
-        size = int(self.content_id.max()) + 1 if len(self.content_id) else 1
-        self.lookup = np.full(size, UNKNOWN, dtype=np.int64)
-        self.lookup[self.content_id] = np.arange(len(self.content_id))
+        ids = np.asarray(self.content_id, dtype=np.int64)
+        if len(ids) and int(ids.min()) < 0:
+            raise ValueError(f"content ids must be non-negative, got {int(ids.min())}")  # -1 would index from the end
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("content ids must be distinct")
+        top = int(ids.max()) + 1 if len(ids) else 1
+        if top <= max(DENSE_IDS, 4 * len(ids)):
+            self._dense = np.full(top, UNKNOWN, dtype=np.int64)
+            self._dense[ids] = np.arange(len(ids))
+            self._order = np.zeros(0, dtype=np.int64)
+        else:  # a huge id must not size an array: a sorted search instead
+            self._dense = np.full(0, UNKNOWN, dtype=np.int64)
+            self._order = np.argsort(ids, kind="stable")
 
     def rows_of(self, content_id: np.ndarray) -> np.ndarray:
-        """Row index per content id, UNKNOWN for ids not in the file."""
-        inside = (content_id >= 0) & (content_id < len(self.lookup))
+        """Row index per content id, UNKNOWN for ids not in the file (negative ones included)."""
+        content_id = np.asarray(content_id, dtype=np.int64)
         out = np.full(len(content_id), UNKNOWN, dtype=np.int64)
-        out[inside] = self.lookup[content_id[inside]]
+        if len(self._dense):
+            inside = (content_id >= 0) & (content_id < len(self._dense))
+            out[inside] = self._dense[content_id[inside]]
+        elif len(self.content_id):
+            ordered = np.asarray(self.content_id, dtype=np.int64)[self._order]
+            at = np.minimum(np.searchsorted(ordered, content_id), len(ordered) - 1)
+            found = ordered[at] == content_id
+            out[found] = self._order[at[found]]
         return out
+
+    def skill_of(self, content_id: np.ndarray) -> np.ndarray:
+        """Skill id per content id: NO_SKILL when untagged, UNKNOWN when not in the file."""
+        rows = self.rows_of(content_id)
+        return np.where(rows >= 0, self.skill_id[np.maximum(rows, 0)], UNKNOWN).astype(np.int32)
+
+
+class QuestionsFileError(ValueError):
+    """A questions file the ETL cannot use at all (no header, a missing column): the run stops."""
 
 
 @dataclass
@@ -93,58 +137,117 @@ class Batch:
     lectures: int
 
 
-def _parse_tags(text: str, sep: str) -> list[int]:
-    """Tag ids; EdNet's "-1" (no tag) is not one, so such a question is untagged."""
-    return [int(t) for t in text.replace(sep, " ").split() if t.strip().isdigit()]
+def _decimal(text: str, top: int) -> int | None:
+    """A decimal integer in 0..top, or None."""
+    text = text.strip()
+    if not DECIMAL.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= top else None
 
 
-def _read_csv_rows(uri: str) -> tuple[list[str], list[list[str]]]:
-    """A small CSV (the questions file) as header + rows."""
-    text = lake.read_bytes(uri).decode("utf-8", errors="replace")
-    rows = list(csv.reader(io.StringIO(text)))
-    return (rows[0] if rows else []), rows[1:]
+def _parse_tags(text: str, sep: str) -> list[int] | None:
+    """Tag ids (int32, non-negative), or None when one is not; EdNet's "-1" (no tag) is not a tag."""
+    tags = []
+    for token in text.replace(sep, " ").split():
+        if token == NO_TAG:
+            continue
+        tag = _decimal(token, INT32_MAX)
+        if tag is None:
+            return None
+        tags.append(tag)
+    return tags
 
 
-def _questions(rows: list[tuple[int, list[int], int, int]]) -> Questions:
-    return Questions(
-        content_id=np.array([r[0] for r in rows], dtype=np.int32),
-        skill_id=np.array([r[1][0] if r[1] else NO_SKILL for r in rows], dtype=np.int32),
-        tags=[r[1] for r in rows],
-        part=np.array([r[2] for r in rows], dtype=np.int8),
-        correct_answer=np.array([r[3] for r in rows], dtype=np.int8),
-    )
+class _QuestionRows:
+    """The rows of one questions file, checked field by field: kept rows, quarantined rows, counts."""
+
+    def __init__(self, uri: str, source: str, sep: str):
+        self.uri, self.source, self.sep = uri, source, sep
+        self.kept: list[tuple[int, list[int], int, int]] = []
+        self.seen: set[int] = set()
+        self.rejects = _Rejects(source)
+        self.logged = 0
+
+    def reject(self, line: int, column: str | None, reason: str, row: list[str]) -> None:
+        self.rejects.add(reason, [",".join(row)])
+        if self.logged < MAX_QUESTION_WARNINGS:
+            where = f", column {column!r}" if column else ""
+            log.warning("%s, line %d%s: %s; the row is quarantined", self.uri, line, where, reason)
+            self.logged += 1
+
+    def questions(self) -> Questions:
+        if self.logged < len(self.rejects.raw):
+            log.warning("%s: %d rows quarantined in all (the first %d logged)", self.uri, len(self.rejects.raw),
+                        self.logged)
+        rows = self.kept
+        return Questions(
+            content_id=np.array([r[0] for r in rows], dtype=np.int32),
+            skill_id=np.array([r[1][0] if r[1] else NO_SKILL for r in rows], dtype=np.int32),
+            tags=[r[1] for r in rows],
+            part=np.array([r[2] for r in rows], dtype=np.int8),
+            correct_answer=np.array([r[3] for r in rows], dtype=np.int8),
+            quarantine=self.rejects.drain(),
+        )
 
 
-def read_riiid_questions(uri: str) -> Questions:
-    """Riiid questions.csv: question_id, bundle_id, correct_answer, part, tags (space-separated)."""
-    header, rows = _read_csv_rows(uri)
-    index = {name: header.index(name) for name in RIIID_QUESTION_COLUMNS}
-    parsed = []
-    for row in rows:
-        try:
-            parsed.append(
-                (int(row[index["question_id"]]), _parse_tags(row[index["tags"]], " "),
-                 int(row[index["part"]] or 0), int(row[index["correct_answer"]] or 0))
-            )
-        except (ValueError, IndexError):
-            log.warning("skipping unreadable question row %r", row)
-    return _questions(parsed)
+def _read_questions(uri: str, source: str, sep: str, question_id: re.Pattern[str],
+                    correct_answer: dict[str, int]) -> Questions:
+    """A questions file of either format: a missing column stops the run; a bad row goes to the quarantine."""
+    text = lake.read_bytes(uri).decode("utf-8-sig", errors="replace")
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or not any(h.strip() for h in header):
+        raise QuestionsFileError(f"{uri}, line 1: no header; expected the columns {', '.join(QUESTION_FIELDS)}")
+    names = [h.strip() for h in header]
+    missing = [c for c in QUESTION_FIELDS if c not in names]
+    if missing:
+        raise QuestionsFileError(f"{uri}, line 1: missing column {', '.join(map(repr, missing))} "
+                                 f"(the header is {','.join(header)!r})")
+    index = {name: names.index(name) for name in QUESTION_FIELDS}
+    out = _QuestionRows(uri, source, sep)
+    for row in reader:
+        line = reader.line_num
+        if not any(field.strip() for field in row):
+            continue  # a line of blanks holds no row, as in the interaction files
+        if len(row) != len(header):
+            out.reject(line, None, "wrong_column_count", row)
+            continue
+        match = question_id.fullmatch(row[index["question_id"]].strip())
+        content = _decimal(match.group(1), INT32_MAX) if match else None
+        if content is None:
+            out.reject(line, "question_id", "bad_question_id", row)
+            continue
+        if content in out.seen:
+            out.reject(line, "question_id", "duplicate_question_id", row)
+            continue
+        out.seen.add(content)
+        answer_text = row[index["correct_answer"]].strip()
+        if answer_text not in correct_answer:
+            out.reject(line, "correct_answer", "bad_correct_answer", row)
+            continue
+        part_text = row[index["part"]].strip()
+        part = _decimal(part_text, INT8_MAX) if part_text else 0
+        if part is None:
+            out.reject(line, "part", "bad_part", row)
+            continue
+        tags = _parse_tags(row[index["tags"]], sep)
+        if tags is None:
+            out.reject(line, "tags", "bad_tags", row)
+            continue
+        out.kept.append((content, tags, part, correct_answer[answer_text]))
+    return out.questions()
 
 
-def read_kt1_questions(uri: str) -> Questions:
+def read_riiid_questions(uri: str, source: str = "questions.csv") -> Questions:
+    """Riiid questions.csv: question_id, bundle_id, correct_answer (0-3), part, tags (space-separated)."""
+    answers = {str(i): i for i in range(4)} | {"": -1}  # the Riiid ETL does not use it: it may be empty
+    return _read_questions(uri, source, " ", RIIID_QUESTION_ID, answers)
+
+
+def read_kt1_questions(uri: str, source: str = "contents/questions.csv") -> Questions:
     """EdNet contents/questions.csv: question_id `q123`, correct_answer a-d, tags `;`-separated."""
-    header, rows = _read_csv_rows(uri)
-    index = {name: header.index(name) for name in KT1_QUESTION_COLUMNS if name in header}
-    parsed = []
-    for row in rows:
-        try:
-            parsed.append(
-                (int(row[index["question_id"]].lstrip("q")), _parse_tags(row[index["tags"]], ";"),
-                 int(row[index["part"]] or 0), "abcd".index(row[index["correct_answer"]].strip()))
-            )
-        except (ValueError, IndexError):
-            log.warning("skipping unreadable question row %r", row)
-    return _questions(parsed)
+    return _read_questions(uri, source, ";", KT1_QUESTION_ID, {letter: i for i, letter in enumerate("abcd")})
 
 
 def _int_or_null(column: pa.Array, pattern: str = INT_PATTERN) -> tuple[pa.Array, np.ndarray]:

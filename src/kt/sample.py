@@ -68,7 +68,7 @@ class World:
 def make_world(num_skills: int, rng: np.random.Generator, questions_per_skill: int = 12) -> World:
     """Skills spread over the 8 topics; each question tags its skill and sometimes a second one."""
     skill_ids = np.arange(1, num_skills + 1, dtype=np.int64)
-    skill_topic = np.arange(num_skills) % len(TOPICS)
+    skill_topic = np.arange(num_skills) % len(TOPICS)  # skills 1-8 get the seed's topics, then round again
     question_skills: list[list[int]] = []
     for s in range(num_skills):
         for _ in range(questions_per_skill):

@@ -33,6 +33,17 @@ QUARANTINE_REASONS = (
     "unknown_content_id",
     "untagged_content",
 )
+# Every reason a row of the questions file can be quarantined for, in the order checks run. The first row
+# with a valid question id claims it; a later row with that id is a duplicate. A missing header column is
+# not a reason: it stops the run (kt.readers.QuestionsFileError names the file, line and column).
+QUESTION_QUARANTINE_REASONS = (
+    "wrong_column_count",
+    "bad_question_id",
+    "duplicate_question_id",
+    "bad_correct_answer",
+    "bad_part",
+    "bad_tags",
+)
 
 RIIID_COLUMNS = (
     "row_id",

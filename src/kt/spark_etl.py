@@ -68,10 +68,16 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from kt import lake
-from kt.etl import FORMATS, raw_paths, skills_table, write_skills  # one definition each, shared with the reference
+from kt.etl import (  # one definition each, shared with the reference
+    FORMATS,
+    load_skill_topics,
+    questions_manifest,
+    raw_paths,
+    skills_table,
+    write_skills,
+)
 from kt.readers import NO_SKILL, Questions, read_kt1_questions, read_riiid_questions
 from kt.schema import (
-    DEFAULT_SKILL_TOPICS,
     KT1_COLUMNS,
     KT1_SHARD_COLUMNS,
     KT1_SHARD_FILE,
@@ -137,13 +143,6 @@ def local_session(master: str = "local[*]", driver_memory: str = "3g", shuffle_p
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
-
-
-def load_skill_topics(uri: str | None) -> dict[str, str]:
-    """The skill->topic JSON (skill_mappings); the seed's mapping when there is none."""
-    if uri and lake.exists(uri):
-        return {str(k): str(v) for k, v in json.loads(lake.read_text(uri)).items()}
-    return dict(DEFAULT_SKILL_TOPICS)
 
 
 def spark_type(arrow_type: pa.DataType) -> T.DataType:
@@ -291,7 +290,7 @@ def driver_table(spark: SparkSession, columns: dict[str, list], schema: T.Struct
 
 
 def questions_frame(spark: SparkSession, questions: Questions) -> DataFrame:
-    """content id -> skill (NO_SKILL when untagged) and correct answer; a repeated id: the last row wins."""
+    """content id -> skill (NO_SKILL when untagged) and correct answer (the reader keeps one row per id)."""
     by_content: dict[int, tuple[int, int]] = {}
     for content_id, skill_id, answer in zip(questions.content_id.tolist(), questions.skill_id.tolist(),
                                            questions.correct_answer.tolist()):
@@ -595,6 +594,7 @@ def run(
         "lectures": counts["lectures"],
         "quarantined": counts["quarantined"],
         "quarantined_by_reason": counts["quarantined_by_reason"],
+        **questions_manifest(questions),
         "users": sum(counts["users_by_split"].values()),
         "users_by_split": counts["users_by_split"],
         "rows_by_split": counts["rows_by_split"],
@@ -644,6 +644,9 @@ def _transform(
             text = F.decode(F.col("raw").cast("binary"), "UTF-8")  # U+FFFD for bytes that are not UTF-8 (read_lines)
             quarantined = classified.where(F.col("reason").isin(*QUARANTINE_REASONS)).select(
                 "source", "reason", text.alias("raw"))
+            if questions.quarantine.num_rows:  # the questions file's rejects, read on the driver (a few rows)
+                quarantined = quarantined.unionByName(
+                    spark.createDataFrame(questions.quarantine.to_pylist(), spark_schema(QUARANTINE_SCHEMA)))
             _write(with_schema(quarantined, QUARANTINE_SCHEMA).repartition(1), lake.join(out, "_quarantine"))
             kept = classified.where(F.col("reason").isNull())
             for split in SPLITS:
