@@ -97,7 +97,7 @@ def _scanned_files() -> list[Path]:
     files = [ROOT / name for name in SCANNED_FILES]
     for folder in SCANNED:
         for dirpath, dirnames, filenames in os.walk(ROOT / folder):
-            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            dirnames[:] = [d for d in dirnames if d != "__pycache__" and not d.endswith(".egg-info")]  # built, not ours
             files.extend(Path(dirpath) / f for f in filenames if not f.endswith((".pyc", ".png", ".zip", ".gz")))
     return [f for f in files if f.is_file()]
 
