@@ -87,8 +87,13 @@ locals {
     transform_instance_type    = var.transform_instance_type
     endpoint_mode              = var.endpoint_mode
     endpoint_instance_type     = var.endpoint_instance_type
+    endpoint_min_instances     = var.endpoint_min_instances
     serverless_memory_mb       = var.serverless_memory_mb
     serverless_max_concurrency = var.serverless_max_concurrency
+    # What dkt_train's endpoint configs must keep from aws_sagemaker_endpoint_configuration.this.
+    sagemaker_name_prefix            = var.sagemaker_name_prefix
+    kms_key_arn                      = aws_kms_key.this.arn
+    data_capture_sampling_percentage = var.data_capture_sampling_percentage
     glue_job_name              = aws_glue_job.this.name
     glue_role_name             = aws_iam_role.glue.name
     glue_script_location       = local.glue_script_uri

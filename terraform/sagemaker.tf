@@ -6,6 +6,8 @@
 # (UpdateEndpoint). The endpoint therefore ignores changes to endpoint_config_name, or every plan
 # would roll the endpoint back to Terraform's config and undo a promotion. With model_data_url
 # empty, Terraform creates none of these and dkt_train creates the endpoint on its first promotion.
+# dkt_train's endpoint configs (kt.aws_requests.endpoint_config) carry the same variant, key and
+# data capture, from the SSM config; tests/test_promotion_parity.py compares them field by field.
 
 resource "aws_sagemaker_model" "this" {
   #checkov:skip=CKV_AWS_370:The PyTorch inference container installs code/requirements.txt from model.tar.gz at start-up (docs/contracts.md section 5.4), which needs network access.
@@ -46,8 +48,9 @@ resource "aws_sagemaker_endpoint_configuration" "this" {
     }
   }
 
-  # Serverless endpoints do not support data capture; there, drift checks read the batch transform
-  # outputs (inference/batch/) and the answers copied to events/answers/.
+  # Serverless endpoints do not support data capture (AWS's Serverless Inference feature exclusions);
+  # there, kt_drift_check reads only the tutor's answers copied to events/answers/. Realtime: it also
+  # reads the captured requests under <data_capture_uri><endpoint>/AllTraffic/yyyy/mm/dd/hh/.
   dynamic "data_capture_config" {
     for_each = local.realtime ? [1] : []
 

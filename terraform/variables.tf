@@ -122,8 +122,8 @@ variable "glue_input_format" {
   default     = "riiid"
 
   validation {
-    condition     = contains(["riiid", "ednet-kt1"], var.glue_input_format)
-    error_message = "glue_input_format must be riiid or ednet-kt1."
+    condition     = contains(["riiid", "kt1"], var.glue_input_format)
+    error_message = "glue_input_format must be riiid or kt1 (kt.etl.FORMATS)."
   }
 }
 
@@ -136,9 +136,16 @@ variable "sagemaker_enabled" {
 }
 
 variable "sagemaker_name_prefix" {
-  description = "Prefix of every SageMaker training job, model, endpoint config and transform job name the DAGs create; Airflow's IAM policy is scoped to it."
+  description = "Prefix of every SageMaker training job, model, endpoint config and transform job name the DAGs create (written to the SSM config); Airflow's IAM policy is scoped to it."
   type        = string
   default     = "pythagoras-dkt"
+
+  validation {
+    # kt.config.SAGEMAKER_NAME_PREFIX_PATTERN: 1-33 characters, so "<prefix>-tf-" plus the 26-character
+    # suffix of name_prefix stays within SageMaker's 63.
+    condition     = can(regex("^[a-zA-Z0-9]([a-zA-Z0-9-]{0,31}[a-zA-Z0-9])?$", var.sagemaker_name_prefix))
+    error_message = "sagemaker_name_prefix must be 1 to 33 letters, digits and inner hyphens."
+  }
 }
 
 variable "endpoint_name" {
@@ -193,9 +200,14 @@ variable "endpoint_instance_type" {
 }
 
 variable "endpoint_min_instances" {
-  description = "Minimum (and initial) instance count of the realtime endpoint."
+  description = "Minimum (and initial) instance count of the realtime endpoint, also in the endpoint configs dkt_train creates."
   type        = number
   default     = 1
+
+  validation {
+    condition     = var.endpoint_min_instances >= 1 && floor(var.endpoint_min_instances) == var.endpoint_min_instances
+    error_message = "endpoint_min_instances must be a whole number of at least 1."
+  }
 }
 
 variable "endpoint_max_instances" {
@@ -211,9 +223,14 @@ variable "endpoint_invocations_per_instance_target" {
 }
 
 variable "data_capture_sampling_percentage" {
-  description = "Share of realtime endpoint requests captured to monitoring/data-capture/ (serverless endpoints do not support data capture)."
+  description = "Share of realtime endpoint requests captured to monitoring/data-capture/, read by kt_drift_check (serverless endpoints do not support data capture)."
   type        = number
   default     = 20
+
+  validation {
+    condition     = var.data_capture_sampling_percentage >= 0 && var.data_capture_sampling_percentage <= 100 && floor(var.data_capture_sampling_percentage) == var.data_capture_sampling_percentage
+    error_message = "data_capture_sampling_percentage must be a whole number from 0 to 100."
+  }
 }
 
 variable "training_instance_type" {

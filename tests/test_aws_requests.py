@@ -21,6 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = "2026-11-25-0200"
 RUN_DATE = "2026-11-25"
 S3_LAKE = "s3://pythagoras-kt-lake-123456789012-us-east-1"
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MODEL_URL = f"{S3_LAKE}/models/dkt/pythagoras-dkt-{RUN}/output/model.tar.gz"
 SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
 
@@ -70,7 +71,7 @@ def _constraints(shape, value, where: str = "") -> list[str]:
 
 @pytest.fixture(params=["serverless", "realtime"])
 def s3_settings(request) -> Settings:
-    return Settings(runtime="aws", lake=S3_LAKE, endpoint_mode=request.param)
+    return Settings(runtime="aws", lake=S3_LAKE, endpoint_mode=request.param, kms_key_arn=KMS_KEY)
 
 
 @pytest.mark.parametrize("name", list(_requests(Settings(lake=S3_LAKE))))
@@ -88,10 +89,39 @@ def test_requests_built_on_a_local_lake_have_the_same_shape():
 
 def test_endpoint_config_is_serverless_or_a_gpu_instance(s3_settings):
     (variant,) = aws_requests.endpoint_config(s3_settings, RUN)["ProductionVariants"]
+    assert variant["VariantName"] == "AllTraffic"
     if s3_settings.endpoint_mode == "serverless":
         assert set(variant["ServerlessConfig"]) == {"MemorySizeInMB", "MaxConcurrency"} and "InstanceType" not in variant
     else:
         assert variant["InstanceType"] == "ml.g4dn.xlarge" and "ServerlessConfig" not in variant
+
+
+def test_serverless_configs_carry_the_key_and_no_capture():
+    """AWS: data capture is among the features serverless endpoints do not support."""
+    request = aws_requests.endpoint_config(Settings(lake=S3_LAKE, kms_key_arn=KMS_KEY), RUN)
+    assert request["KmsKeyId"] == KMS_KEY
+    assert "DataCaptureConfig" not in request
+    assert "KmsKeyId" not in aws_requests.endpoint_config(Settings(lake=S3_LAKE), RUN)  # no key configured: none sent
+
+
+def test_realtime_configs_capture_requests_to_the_lake_where_the_drift_check_reads():
+    settings = Settings(lake=S3_LAKE, endpoint_mode="realtime", kms_key_arn=KMS_KEY, endpoint_min_instances=2,
+                        data_capture_sampling_percentage=35)
+    request = aws_requests.endpoint_config(settings, RUN)
+    assert "KmsKeyId" not in request  # local NVMe storage of ml.g4dn.* is encrypted by the instance
+    assert request["ProductionVariants"][0]["InitialInstanceCount"] == 2
+    assert request["DataCaptureConfig"] == {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 35,
+        "DestinationS3Uri": f"{S3_LAKE}/monitoring/data-capture/",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+        "KmsKeyId": KMS_KEY,
+    }
+    from kt import drift
+
+    assert drift.capture_prefix(settings) == \
+        f"{S3_LAKE}/monitoring/data-capture/{settings.endpoint_name}/{request['ProductionVariants'][0]['VariantName']}"
 
 
 def test_training_uses_managed_spot_with_checkpoints_in_the_lake():
@@ -119,9 +149,17 @@ def test_training_runs_the_packaged_script_mode_entry_point():
     assert request["OutputDataConfig"]["S3OutputPath"] == f"{S3_LAKE}/models/dkt"  # + <job>/output/model.tar.gz
 
 
-def test_every_name_derives_from_the_run_id():
-    names = aws_requests.names(RUN)
-    assert all(RUN in n and len(n) <= 63 for n in names.values())
+def test_every_name_derives_from_the_run_id_on_the_configured_prefix():
+    names = aws_requests.names(Settings(), RUN)
+    assert all(RUN in n and n.startswith("pythagoras-dkt-") and len(n) <= 63 for n in names.values())
+    longest = Settings(sagemaker_name_prefix="a" * 33)
+    custom = aws_requests.names(longest, RUN)
+    assert all(n.startswith("a" * 33 + "-") and len(n) <= 63 for n in custom.values())
+    requests = _requests(longest)
+    assert requests["training_spot"][1]["TrainingJobName"] == custom["training_job"]
+    assert requests["endpoint_config"][1]["EndpointConfigName"] == requests["endpoint"][1]["EndpointConfigName"] \
+        == custom["endpoint_config"]
+    assert requests["transform"][1]["TransformJobName"] == custom["transform_job"]
     request = aws_requests.transform_job(Settings(lake=S3_LAKE), RUN, RUN_DATE, names["model"])
     assert request["TransformJobName"] == names["transform_job"]
     assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == \
@@ -154,7 +192,7 @@ def test_building_requests_does_not_import_torch():
 
 
 def test_moto_accepts_the_requests_as_the_operators_send_them():
-    settings = Settings(runtime="aws", lake=S3_LAKE, endpoint_mode="realtime")
+    settings = Settings(runtime="aws", lake=S3_LAKE, endpoint_mode="realtime", kms_key_arn=KMS_KEY)
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
         training = aws_requests.training_job(settings, RUN, {"epochs": 3})
@@ -163,9 +201,12 @@ def test_moto_accepts_the_requests_as_the_operators_send_them():
         assert described["EnableManagedSpotTraining"] is True
         assert described["CheckpointConfig"] == training["CheckpointConfig"]
         client.create_model(**aws_requests.model(settings, RUN, MODEL_URL))
-        client.create_endpoint_config(**aws_requests.endpoint_config(settings, RUN))
+        config = aws_requests.endpoint_config(settings, RUN)
+        client.create_endpoint_config(**config)
+        described_config = client.describe_endpoint_config(EndpointConfigName=config["EndpointConfigName"])
+        assert described_config["DataCaptureConfig"]["DestinationS3Uri"] == f"{S3_LAKE}/monitoring/data-capture/"
         client.create_endpoint(**aws_requests.endpoint(settings, RUN))
-        model_name = aws_requests.names(RUN)["model"]
+        model_name = aws_requests.names(settings, RUN)["model"]
         client.create_transform_job(**aws_requests.transform_job(settings, RUN, RUN_DATE, model_name))
         assert client.describe_endpoint(EndpointName=settings.endpoint_name)["EndpointConfigName"] == model_name
 

@@ -12,7 +12,9 @@ def test_defaults_match_design():
 
 @pytest.mark.parametrize(
     "var,value",
-    [("KT_RUNTIME", "cloud"), ("SAGEMAKER_KT_ENABLED", "maybe"), ("KT_SERVERLESS_MEMORY_MB", "-1"), ("KT_ENDPOINT_MODE", "x")],
+    [("KT_RUNTIME", "cloud"), ("SAGEMAKER_KT_ENABLED", "maybe"), ("KT_SERVERLESS_MEMORY_MB", "-1"), ("KT_ENDPOINT_MODE", "x"),
+     ("KT_SAGEMAKER_NAME_PREFIX", "-dkt"), ("KT_SAGEMAKER_NAME_PREFIX", "dkt_2"), ("KT_SAGEMAKER_NAME_PREFIX", "a" * 34),
+     ("KT_DATA_CAPTURE_SAMPLING_PERCENTAGE", "101"), ("KT_ENDPOINT_MIN_INSTANCES", "0")],
 )
 def test_bad_values_name_the_variable(var, value):
     with pytest.raises(ConfigError, match=var):
@@ -52,3 +54,19 @@ def test_training_paths_from_sagemaker_variables_and_overrides():
     assert paths.model_dir == "/override"
     assert paths.checkpoint_dir == "/opt/ml/checkpoints"
     assert isinstance(Settings(), Settings)
+
+
+def test_promotion_settings_come_from_the_ssm_json_terraform_writes():
+    """What dkt_train's endpoint configs keep from Terraform's: name prefix, key, capture sampling, instances."""
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    ssm = {"lake": "s3://b", "sagemaker_name_prefix": "acme-dkt", "kms_key_arn": key,
+           "data_capture_sampling_percentage": 0, "endpoint_min_instances": 3}
+    s = load_settings(environ={"KT_RUNTIME": "aws"}, ssm=ssm)
+    assert (s.sagemaker_name_prefix, s.kms_key_arn, s.data_capture_sampling_percentage, s.endpoint_min_instances) == \
+        ("acme-dkt", key, 0, 3)
+    defaults = load_settings(environ={})
+    assert (defaults.sagemaker_name_prefix, defaults.kms_key_arn, defaults.data_capture_sampling_percentage) == \
+        ("pythagoras-dkt", None, 20)
+    assert load_settings(environ={"KT_SAGEMAKER_NAME_PREFIX": "a" * 33}).sagemaker_name_prefix == "a" * 33
+    with pytest.raises(ConfigError, match=r"/pythagoras-kt/config.sagemaker_name_prefix"):
+        load_settings(environ={"KT_RUNTIME": "aws"}, ssm={"lake": "s3://b", "sagemaker_name_prefix": "bad prefix"})

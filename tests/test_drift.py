@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import math
 import os
 import shutil
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import boto3
@@ -96,8 +99,9 @@ def test_answers_like_the_training_data_show_no_drift_and_get_an_auc(drift_lake)
     report = drift.compute(drift_lake, run_date)
     assert report["answers"] == n and report["users"] == len(histories)
     assert report["status"] == "ok" and not report["retrain"], report
-    assert report["drift_score"] == max(v for v in report["psi"].values())
+    assert report["drift_score"] == max(v for v in report["psi"].values() if v is not None)
     assert report["drift_score"] < drift.DEFAULT_THRESHOLD
+    assert report["endpoint_inputs"]["status"].startswith("not captured: serverless")  # the default endpoint mode
     assert report["unknown_skill_answers"] == 0
     auc = report["auc_since_training"]
     assert auc["n"] > drift.MIN_LABELLED and 0.5 < auc["auc"] < 1
@@ -148,3 +152,92 @@ def test_main_prints_the_report(drift_lake, capsys):
     _write_events(drift_lake, [([1] * 5, [1] * 5)], start)
     assert drift.main(drift_lake, run_date) == 0  # locally with no AWS_ENDPOINT_URL: an embedded moto server
     assert json.loads(capsys.readouterr().out)["run_date"] == run_date
+
+
+# SageMaker data capture (realtime endpoints): the documented layout and record format.
+
+
+def _capture_record(body: str, encoding: str, at: datetime, content_type: str = "application/json") -> dict:
+    """One line of a capture file as SageMaker writes it: captureData, eventMetadata, eventVersion."""
+
+    def captured(text: str, mode: str, observed: str) -> dict:
+        data = base64.b64encode(text.encode()).decode() if encoding == "BASE64" else text
+        return {"observedContentType": observed, "mode": mode, "data": data, "encoding": encoding}
+
+    return {"captureData": {"endpointInput": captured(body, "INPUT", content_type),
+                            "endpointOutput": captured('{"mastery": {}}', "OUTPUT", "application/json")},
+            "eventMetadata": {"eventId": str(uuid.uuid4()), "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%SZ")},
+            "eventVersion": "0"}
+
+
+def _write_captures(settings: Settings, histories: list[tuple[list[int], list[int]]], at: datetime,
+                    extra_lines: tuple[str, ...] = ()) -> str:
+    """The requests a tutor sent the endpoint, one user_sequence each, alternately JSON and BASE64 encoded,
+    in <DestinationS3Uri><endpoint>/AllTraffic/yyyy/mm/dd/hh/<file>.jsonl."""
+    lines = []
+    for n, (skills, correct) in enumerate(histories):
+        body = json.dumps({"user_sequence": [{"skill_id": int(s), "correct": int(c)} for s, c in zip(skills, correct)]})
+        lines.append(json.dumps(_capture_record(body, ("JSON", "BASE64")[n % 2], at)))
+    uri = lake.join(drift.capture_prefix(settings), at.strftime("%Y/%m/%d/%H"), f"{at:%M-%S}-{uuid.uuid4()}.jsonl")
+    lake.write_text(uri, "\n".join([*lines, *extra_lines]) + "\n")
+    return uri
+
+
+def test_captured_bodies_decode_per_encoding_and_content_type():
+    at = datetime(2026, 11, 24, 10, tzinfo=timezone.utc)
+    body = '{"user_sequence": [{"skill_id": 3, "correct": 1}, {"skill_id": 9, "correct": 0}]}'
+    for encoding in ("JSON", "BASE64"):
+        (request,) = drift.captured_requests(_capture_record(body, encoding, at))
+        assert drift.request_answers(request) == [(3, 1), (9, 0)]
+    batch = _capture_record(body + "\n" + body.replace("9", "7") + "\n", "BASE64", at, "application/jsonlines")
+    assert [drift.request_answers(r) for r in drift.captured_requests(batch)] == [[(3, 1), (9, 0)], [(3, 1), (7, 0)]]
+    with pytest.raises(ValueError, match="encoding"):
+        drift.decode_captured({"data": body, "encoding": "GZIP"})
+    with pytest.raises(ValueError, match="content type"):
+        drift.captured_requests(_capture_record("3,1", "CSV", at, "text/csv"))
+    for bad in ({"user_sequence": [{"skill_id": 3, "correct": 2}]}, {"user_sequence": [{"skill_id": "3", "correct": 1}]},
+                {"user_sequence": [{"skill_id": 3, "correct": True}]}, {"state": {}}):
+        with pytest.raises(ValueError):
+            drift.request_answers(bad)
+
+
+def _training_histories(settings: Settings, split: str) -> list[tuple[list[int], list[int]]]:
+    table = read_sequences(lake.join(settings.lake, "processed", "ednet"), split)
+    return list(zip(table["skill_id"].to_pylist(), table["correct"].to_pylist()))
+
+
+def test_captured_requests_like_the_training_data_show_no_endpoint_drift(drift_lake):
+    realtime = dataclasses.replace(drift_lake, endpoint_mode="realtime")
+    histories = _training_histories(drift_lake, "test")
+    run_date, start = _after_training(drift_lake)
+    _write_events(drift_lake, histories, start)
+    _write_captures(realtime, histories, start, extra_lines=("not json", json.dumps(
+        _capture_record('{"user_sequence": "x"}', "JSON", start))))
+    long_ago = start - timedelta(days=drift.RECENT_DAYS + 1)  # outside the window: never read
+    _write_captures(realtime, [([1] * 50, [0] * 50)], long_ago)
+    report = drift.compute(realtime, run_date)
+    inputs = report["endpoint_inputs"]
+    assert inputs["status"] == "ok" and inputs["files"] == 1 and inputs["unreadable"] == 2
+    assert inputs["requests"] == len(histories) and inputs["answers"] == sum(len(s) for s, _ in histories)
+    assert inputs["unknown_skill_answers"] == 0
+    assert 0 <= report["psi"]["endpoint_skill_mix"] < drift.DEFAULT_THRESHOLD
+    assert 0 <= report["psi"]["endpoint_correct_rate"] < drift.DEFAULT_THRESHOLD
+    assert report["status"] == "ok" and not report["retrain"], report
+    assert {"EndpointSkillMixPSI", "EndpointCorrectRatePSI"} <= {d["MetricName"] for d in drift.metric_data(realtime, report)}
+
+
+def test_shifted_captured_requests_cross_the_threshold_alone(drift_lake):
+    """Tutor answers like the training data, but the endpoint is asked about one skill, always wrong."""
+    realtime = dataclasses.replace(drift_lake, endpoint_mode="realtime")
+    run_date, start = _after_training(drift_lake)
+    _write_events(drift_lake, _training_histories(drift_lake, "test"), start)
+    one_skill = _training_histories(drift_lake, "train")[0][0][0]
+    _write_captures(realtime, [([one_skill] * 30, [0] * 30) for _ in range(10)], start + timedelta(hours=2))
+    report = drift.compute(realtime, run_date)
+    assert report["psi"]["endpoint_skill_mix"] > drift.DEFAULT_THRESHOLD
+    assert report["psi"]["endpoint_correct_rate"] > drift.DEFAULT_THRESHOLD
+    assert report["psi"]["skill_mix"] < drift.DEFAULT_THRESHOLD  # the tutor's answers alone show nothing
+    assert report["retrain"] and report["drift_score"] == report["psi"]["endpoint_skill_mix"]
+    assert any(r.startswith("endpoint_skill_mix PSI") for r in report["reasons"])
+    serverless = drift.compute(drift_lake, run_date)  # same lake, serverless: AWS captures nothing, nothing is read
+    assert serverless["endpoint_inputs"]["files"] == 0 and serverless["psi"]["endpoint_skill_mix"] is None

@@ -13,7 +13,12 @@ from datetime import datetime
 from kt import lake
 from kt.config import Settings
 
-NAME_PREFIX = "pythagoras-dkt"
+VARIANT_NAME = "AllTraffic"  # = Terraform's local.variant_name: alarms and autoscaling refer to it
+# Data capture as Terraform configures it (terraform/sagemaker.tf): both directions, JSON bodies kept as
+# text (encoding JSON) instead of base64. Realtime endpoints only: AWS lists data capture among the
+# features serverless endpoints do not support.
+CAPTURE_MODES = ("Input", "Output")
+CAPTURE_JSON_CONTENT_TYPES = ["application/json"]
 MAX_RUNTIME_S = 4 * 3600
 MAX_WAIT_S = 8 * 3600  # spot: how long to wait for capacity, including the run
 # The training job's MetricDefinitions: they capture the lines kt.train prints, e.g.
@@ -31,12 +36,14 @@ def run_id(now: datetime) -> str:
     return now.strftime("%Y-%m-%d-%H%M")
 
 
-def names(run: str) -> dict[str, str]:
+def names(settings: Settings, run: str) -> dict[str, str]:
+    """Every SageMaker name of one run, on Terraform's sagemaker_name_prefix (the Airflow role's IAM scope)."""
+    prefix = settings.sagemaker_name_prefix
     return {
-        "training_job": f"{NAME_PREFIX}-{run}",
-        "model": f"{NAME_PREFIX}-{run}",
-        "endpoint_config": f"{NAME_PREFIX}-{run}",
-        "transform_job": f"{NAME_PREFIX}-refresh-{run}",
+        "training_job": f"{prefix}-{run}",
+        "model": f"{prefix}-{run}",
+        "endpoint_config": f"{prefix}-{run}",
+        "transform_job": f"{prefix}-refresh-{run}",
     }
 
 
@@ -52,6 +59,8 @@ def lake_uris(settings: Settings, run_date: str | None = None) -> dict[str, str]
         "sourcedir": lake.join(root, "artifacts", "sagemaker", "sourcedir.tar.gz"),
         "events": lake.join(root, "events", "answers"),
         "drift": lake.join(root, "monitoring", "drift"),
+        # SageMaker appends <endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl; the trailing "/" as Terraform writes it.
+        "data_capture": lake.join(root, "monitoring", "data-capture") + "/",
     }
     if run_date:
         uris["batch_input"] = lake.join(root, "inference", "batch", run_date, "input")
@@ -62,7 +71,7 @@ def lake_uris(settings: Settings, run_date: str | None = None) -> dict[str, str]
 def training_job(settings: Settings, run: str, hyperparameters: dict[str, object], spot: bool = True) -> dict:
     """CreateTrainingJob: script mode on the PyTorch image, managed spot, checkpoints in the lake."""
     uris = lake_uris(settings)
-    name = names(run)["training_job"]
+    name = names(settings, run)["training_job"]
     request = {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
@@ -98,7 +107,7 @@ def training_job(settings: Settings, run: str, hyperparameters: dict[str, object
 def model(settings: Settings, run: str, model_data_url: str) -> dict:
     """CreateModel: the PyTorch inference image with our model.tar.gz (handlers in code/)."""
     return {
-        "ModelName": names(run)["model"],
+        "ModelName": names(settings, run)["model"],
         "PrimaryContainer": {
             "Image": settings.inference_image_uri,
             "ModelDataUrl": model_data_url,
@@ -110,30 +119,57 @@ def model(settings: Settings, run: str, model_data_url: str) -> dict:
 
 
 def endpoint_config(settings: Settings, run: str) -> dict:
-    """CreateEndpointConfig: serverless by default, or real-time instances."""
-    variant: dict = {"VariantName": "AllTraffic", "ModelName": names(run)["model"]}
+    """CreateEndpointConfig with what Terraform's aws_sagemaker_endpoint_configuration sets, so a promotion keeps it.
+
+    Serverless (the default): the KMS key, no data capture (AWS does not support it there).
+    Realtime: data capture of requests and responses to the lake's monitoring/data-capture/
+    (read by kt.drift), encrypted with the key; no KmsKeyId for the instance storage, as in
+    Terraform: instance types with local NVMe storage (ml.g4dn.*, the default) encrypt it in
+    hardware, and AWS's CreateEndpointConfig reference has said the call fails with a key for
+    them (the current one: the key does not encrypt that storage).
+    """
+    run_names = names(settings, run)
+    variant: dict = {"VariantName": VARIANT_NAME, "ModelName": run_names["model"]}
+    request: dict = {"EndpointConfigName": run_names["endpoint_config"], "ProductionVariants": [variant]}
     if settings.endpoint_mode == "serverless":
         variant["ServerlessConfig"] = {
             "MemorySizeInMB": settings.serverless_memory_mb,
             "MaxConcurrency": settings.serverless_max_concurrency,
         }
+        if settings.kms_key_arn:
+            request["KmsKeyId"] = settings.kms_key_arn
     else:
-        variant.update({"InstanceType": settings.endpoint_instance_type, "InitialInstanceCount": 1,
-                        "InitialVariantWeight": 1.0})
-    return {"EndpointConfigName": names(run)["endpoint_config"], "ProductionVariants": [variant],
-            "Tags": [{"Key": "project", "Value": "pythagoras-kt"}]}
+        variant.update({"InstanceType": settings.endpoint_instance_type,
+                        "InitialInstanceCount": settings.endpoint_min_instances, "InitialVariantWeight": 1.0})
+        request["DataCaptureConfig"] = data_capture_config(settings)
+    request["Tags"] = [{"Key": "project", "Value": "pythagoras-kt"}]
+    return request
+
+
+def data_capture_config(settings: Settings) -> dict:
+    """DataCaptureConfig of a realtime endpoint: where kt.drift finds the captured requests."""
+    config: dict = {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": settings.data_capture_sampling_percentage,
+        "DestinationS3Uri": lake_uris(settings)["data_capture"],
+        "CaptureOptions": [{"CaptureMode": mode} for mode in CAPTURE_MODES],
+        "CaptureContentTypeHeader": {"JsonContentTypes": list(CAPTURE_JSON_CONTENT_TYPES)},
+    }
+    if settings.kms_key_arn:
+        config["KmsKeyId"] = settings.kms_key_arn
+    return config
 
 
 def endpoint(settings: Settings, run: str) -> dict:
     """CreateEndpoint / UpdateEndpoint: the fixed endpoint name, pointed at this run's config."""
-    return {"EndpointName": settings.endpoint_name, "EndpointConfigName": names(run)["endpoint_config"]}
+    return {"EndpointName": settings.endpoint_name, "EndpointConfigName": names(settings, run)["endpoint_config"]}
 
 
 def transform_job(settings: Settings, run: str, run_date: str, model_name: str) -> dict:
     """CreateTransformJob: one user per JSON line, MultiRecord batches, outputs assembled by line."""
     uris = lake_uris(settings, run_date)
     return {
-        "TransformJobName": names(run)["transform_job"],
+        "TransformJobName": names(settings, run)["transform_job"],
         "ModelName": model_name,
         "BatchStrategy": "MultiRecord",
         "MaxPayloadInMB": 6,

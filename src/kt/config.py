@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 RUNTIMES = ("local", "aws")
 ENDPOINT_MODES = ("serverless", "realtime")
 DEFAULT_SSM_PARAMETER = "/pythagoras-kt/config"
+# Prefix of every SageMaker name the DAGs create (kt.aws_requests.names), 1 to 33 characters: the longest
+# name built on it, Terraform's endpoint config name_prefix "<prefix>-tf-" plus the provider's 26-character
+# suffix, must stay within SageMaker's 63. terraform/variables.tf validates sagemaker_name_prefix with this
+# same pattern (tests/test_promotion_parity.py holds the two together).
+SAGEMAKER_NAME_PREFIX_PATTERN = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,31}[a-zA-Z0-9])?$"
 
 
 class ConfigError(ValueError):
@@ -54,6 +60,19 @@ def _optional(value: str) -> str | None:
     return value or None
 
 
+def _percentage(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 100:
+        raise ValueError(f"expected a percentage from 0 to 100, got {value!r}")
+    return number
+
+
+def _name_prefix(value: str) -> str:
+    if not re.fullmatch(SAGEMAKER_NAME_PREFIX_PATTERN, value):
+        raise ValueError(f"expected 1 to 33 letters, digits and inner hyphens, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every runtime setting. Field name = key in the SSM JSON parameter."""
@@ -75,8 +94,12 @@ class Settings:
     transform_instance_type: str = "ml.m5.large"
     endpoint_mode: str = "serverless"
     endpoint_instance_type: str = "ml.g4dn.xlarge"
+    endpoint_min_instances: int = 1  # realtime: the variant's InitialInstanceCount
     serverless_memory_mb: int = 3072
     serverless_max_concurrency: int = 20
+    sagemaker_name_prefix: str = "pythagoras-dkt"  # every SageMaker name the DAGs create; IAM is scoped to it
+    kms_key_arn: str | None = None  # the endpoint config's key (serverless) and the captured data's
+    data_capture_sampling_percentage: int = 20  # realtime only: serverless endpoints do not support capture
     glue_job_name: str = "ednet-preprocessor"
     glue_role_name: str = "kt-glue"
     glue_script_location: str | None = None  # s3:// URI of glue/ednet_preprocessor.py
@@ -103,8 +126,12 @@ _SOURCES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "transform_instance_type": ("KT_TRANSFORM_INSTANCE_TYPE", str),
     "endpoint_mode": ("KT_ENDPOINT_MODE", _choice(*ENDPOINT_MODES)),
     "endpoint_instance_type": ("KT_ENDPOINT_INSTANCE_TYPE", str),
+    "endpoint_min_instances": ("KT_ENDPOINT_MIN_INSTANCES", _positive_int),
     "serverless_memory_mb": ("KT_SERVERLESS_MEMORY_MB", _positive_int),
     "serverless_max_concurrency": ("KT_SERVERLESS_MAX_CONCURRENCY", _positive_int),
+    "sagemaker_name_prefix": ("KT_SAGEMAKER_NAME_PREFIX", _name_prefix),
+    "kms_key_arn": ("KT_KMS_KEY_ARN", _optional),
+    "data_capture_sampling_percentage": ("KT_DATA_CAPTURE_SAMPLING_PERCENTAGE", _percentage),
     "glue_job_name": ("KT_GLUE_JOB_NAME", str),
     "glue_role_name": ("KT_GLUE_ROLE_NAME", str),
     "glue_script_location": ("KT_GLUE_SCRIPT_LOCATION", _optional),

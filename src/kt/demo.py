@@ -51,7 +51,7 @@ def run(settings: Settings, users: int = 2000, skills: int = 16, seed: int = 7, 
 
     run = aws_requests.run_id(datetime.now(timezone.utc))
     hp = {**pipeline.DEMO_HYPERPARAMETERS, "epochs": epochs}
-    t = _step(3, total, f"training DKT: CreateTrainingJob {aws_requests.names(run)['training_job']} on the local runner")
+    t = _step(3, total, f"training DKT: CreateTrainingJob {aws_requests.names(settings, run)['training_job']} on the local runner")
     describe = pipeline.train_local(settings, run, hp, work_dir)
     model_url = describe["ModelArtifacts"]["S3ModelArtifacts"]
     print(f"    {model_url} ({time.monotonic() - t:.0f}s)")

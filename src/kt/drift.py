@@ -14,11 +14,19 @@ training stored in ``model.json``:
   validation split;
 - AUC of those predictions on the answers labelled after the model was
   trained (``answered_at`` later than model.json's ``created_at``), next to the
-  model's validation AUC.
+  model's validation AUC;
+- what the endpoint itself was sent (realtime endpoints): the requests SageMaker's
+  data capture wrote under ``monitoring/data-capture/<endpoint>/AllTraffic/yyyy/mm/dd/hh/``
+  in the same days, as JSON Lines of ``captureData.endpointInput`` /
+  ``endpointOutput`` (``observedContentType``, ``mode``, ``data``, ``encoding``:
+  JSON or CSV text, else BASE64), ``eventMetadata`` and ``eventVersion``. The
+  answers in their ``user_sequence`` give the PSI of the endpoint's skill mix and
+  correctness rate against the same reference. Serverless endpoints have no
+  capture (AWS does not support it there): the report says so.
 
 ``DriftScore`` is the largest PSI. It is published to CloudWatch (namespace
 ``KT``, dimension ``EndpointName``: what the Terraform alarm watches) with the
-three PSIs and the AUC, and the report goes to
+other PSIs and the AUC, and the report goes to
 ``monitoring/drift/<run-date>.json``. Retraining is due when the score
 exceeds the threshold (0.2, like the alarm) or the AUC dropped by more than
 ``AUC_DROP``. With fewer than ``MIN_ANSWERS`` recent answers nothing is
@@ -27,6 +35,7 @@ concluded: PSI on a handful of answers is noise.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from datetime import date, datetime, timedelta, timezone
@@ -45,6 +54,9 @@ AUC_DROP = 0.05
 PSI_EPSILON = 1e-4  # stands in for empty bins, so ln(a/e) stays finite
 PREDICTION_BINS = 10
 NAMESPACE = "KT"
+# Content types of the bodies the endpoint accepts (kt.inference.input_fn): one request, or one per line.
+JSON_TYPES = ("application/json",)
+JSON_LINES_TYPES = ("application/jsonlines", "application/x-jsonlines", "application/jsonl")
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = PSI_EPSILON) -> float:
@@ -100,6 +112,112 @@ def recent_answers(answers: list[dict], run_date: str, days: int = RECENT_DAYS) 
     return [a for a in answers if first <= a["answered_at"][:10] <= run_date]
 
 
+def capture_prefix(settings: Settings) -> str:
+    """Where SageMaker writes this endpoint's captured requests: <DestinationS3Uri>/<endpoint>/<variant>."""
+    from kt import aws_requests, lake
+
+    return lake.join(aws_requests.lake_uris(settings)["data_capture"], settings.endpoint_name,
+                     aws_requests.VARIANT_NAME)
+
+
+def capture_files(settings: Settings, run_date: str, days: int = RECENT_DAYS) -> list[str]:
+    """The capture files of the days (run_date - days, run_date], from SageMaker's yyyy/mm/dd/hh folders."""
+    from kt import lake
+
+    end = date.fromisoformat(run_date)
+    files: list[str] = []
+    for back in range(days - 1, -1, -1):
+        day = end - timedelta(days=back)
+        folder = lake.join(capture_prefix(settings), f"{day.year:04d}", f"{day.month:02d}", f"{day.day:02d}")
+        files += [uri for uri in lake.list_files(folder) if uri.endswith(".jsonl")]
+    return files
+
+
+def decode_captured(payload: dict) -> str:
+    """The body SageMaker captured: JSON and CSV encodings keep the text, BASE64 holds the bytes."""
+    encoding, data = payload.get("encoding"), payload.get("data")
+    if not isinstance(data, str):
+        raise ValueError("captured data is not a string")
+    if encoding == "BASE64":
+        return base64.b64decode(data, validate=True).decode("utf-8")
+    if encoding in ("JSON", "CSV"):
+        return data
+    raise ValueError(f"unknown capture encoding {encoding!r}")
+
+
+def captured_requests(record: dict) -> list[dict]:
+    """The request bodies of one capture record (a JSON Lines batch holds several); ValueError if unreadable."""
+    endpoint_input = record["captureData"]["endpointInput"]
+    text = decode_captured(endpoint_input)
+    content_type = str(endpoint_input.get("observedContentType") or "").split(";")[0].strip().lower()
+    if content_type in JSON_TYPES:
+        bodies = [json.loads(text)]
+    elif content_type in JSON_LINES_TYPES:
+        bodies = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        raise ValueError(f"content type {content_type!r} is not one the endpoint accepts")
+    if not all(isinstance(b, dict) for b in bodies):
+        raise ValueError("a request body is not a JSON object")
+    return bodies
+
+
+def request_answers(body: dict) -> list[tuple[int, int]]:
+    """(skill_id, correct) of each answer in a request's user_sequence; ValueError if it is not one."""
+    sequence = body.get("user_sequence")
+    if not isinstance(sequence, list):
+        raise ValueError("no user_sequence list")
+    answers = []
+    for answer in sequence:
+        skill, correct = (answer.get("skill_id"), answer.get("correct")) if isinstance(answer, dict) else (None, None)
+        if type(skill) is not int or type(correct) is not int or correct not in (0, 1):  # as kt.inference checks
+            raise ValueError(f"not an answer: {answer!r}")
+        answers.append((skill, correct))
+    return answers
+
+
+def endpoint_inputs(settings: Settings, skill_ids: list[int], reference: dict, run_date: str,
+                    days: int = RECENT_DAYS) -> dict:
+    """PSIs of the answers the endpoint was sent (its data capture) against the training reference.
+
+    Requests the endpoint would refuse (unreadable body, no user_sequence, a bad
+    answer) are counted apart, not guessed at.
+    """
+    from kt import lake
+
+    section: dict = {"prefix": capture_prefix(settings), "files": 0, "requests": 0, "unreadable": 0, "answers": 0,
+                     "psi": {"skill_mix": None, "correct_rate": None}}
+    if settings.endpoint_mode == "serverless":
+        section["status"] = "not captured: serverless endpoints do not support data capture"
+        return section
+    files = capture_files(settings, run_date, days)
+    answers: list[tuple[int, int]] = []
+    for uri in files:
+        for line in lake.read_text(uri).splitlines():
+            if not line.strip():
+                continue
+            try:
+                bodies = captured_requests(json.loads(line))
+                found = [request_answers(body) for body in bodies]
+            except (KeyError, TypeError, ValueError) as e:  # json and base64 errors are ValueErrors
+                log.warning("unreadable capture record in %s: %s", uri, e)
+                section["unreadable"] += 1
+                continue
+            section["requests"] += len(found)
+            answers += [a for request in found for a in request]
+    section.update({"files": len(files), "answers": len(answers)})
+    if len(answers) < MIN_ANSWERS:
+        section["status"] = f"too few captured answers ({len(answers)} < {MIN_ANSWERS}): nothing concluded"
+        return section
+    counts, unknown = skill_mix(skill_ids, np.array([s for s, _ in answers]))
+    section["unknown_skill_answers"] = unknown
+    section["psi"] = {
+        "skill_mix": psi(np.array(reference["skill_mix"]), counts) if counts.sum() else None,
+        "correct_rate": correctness_psi(reference["correct_rate"], np.array([c for _, c in answers])),
+    }
+    section["status"] = "ok"
+    return section
+
+
 def next_answer_predictions(loaded, answers: list[dict], run_date: str) -> list[tuple[dict, float]]:
     """(answer, P(correct) the model gave before seeing it) for every answer it can predict.
 
@@ -149,6 +267,7 @@ def compute(settings: Settings, run_date: str, threshold: float = DEFAULT_THRESH
     recent = recent_answers(answers, run_date, days)
     report.update({"model_version": info["model_version"], "model_created_at": info.get("created_at"),
                    "answers": len(recent), "users": len({a["user_id"] for a in recent})})
+    report["endpoint_inputs"] = endpoint_inputs(settings, info["skill_ids"], reference, run_date, days)
     if len(recent) < MIN_ANSWERS:
         report["status"] = f"too few answers ({len(recent)} < {MIN_ANSWERS}): nothing concluded"
         return report
@@ -162,6 +281,8 @@ def compute(settings: Settings, run_date: str, threshold: float = DEFAULT_THRESH
         "correct_rate": correctness_psi(reference["correct_rate"], correct),
         "predictions": psi(np.array(reference["prediction_histogram"]), prediction_histogram(predictions))
         if len(predictions) else None,
+        "endpoint_skill_mix": report["endpoint_inputs"]["psi"]["skill_mix"],
+        "endpoint_correct_rate": report["endpoint_inputs"]["psi"]["correct_rate"],
     }
     report["unknown_skill_answers"] = unknown
     report["correct_rate"] = {"recent": float(correct.mean()), "reference": reference["correct_rate"]}
@@ -195,7 +316,8 @@ def metric_data(settings: Settings, report: dict) -> list[dict]:
     dimensions = [{"Name": "EndpointName", "Value": settings.endpoint_name}]
     now = datetime.now(timezone.utc)
     values = {"DriftScore": report["drift_score"]}
-    for name, key in (("SkillMixPSI", "skill_mix"), ("CorrectRatePSI", "correct_rate"), ("PredictionPSI", "predictions")):
+    for name, key in (("SkillMixPSI", "skill_mix"), ("CorrectRatePSI", "correct_rate"), ("PredictionPSI", "predictions"),
+                      ("EndpointSkillMixPSI", "endpoint_skill_mix"), ("EndpointCorrectRatePSI", "endpoint_correct_rate")):
         values[name] = report.get("psi", {}).get(key)
     values["AUCSinceTraining"] = (report.get("auc_since_training") or {}).get("auc")
     return [{"MetricName": name, "Dimensions": dimensions, "Timestamp": now, "Value": float(value),
