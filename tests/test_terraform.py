@@ -362,7 +362,7 @@ def test_glue_job_matches_contract():
     assert (command["name"], command["python_version"]) == ("glueetl", "3")
     assert command["script_location"] == "${local.glue_script_uri}"
     args = job["default_arguments"]
-    assert args["--job-bookmark-option"] == "job-bookmark-enable"
+    assert args["--job-bookmark-option"] == "job-bookmark-disable"  # tests/test_glue_job.py: why
     assert args["--enable-metrics"] == "true"
     assert args["--enable-continuous-cloudwatch-log"] == "true"
     assert args["--extra-py-files"] == "${local.glue_library_uri}"
