@@ -1,20 +1,18 @@
-"""The Glue job as Glue 5 runs it: glue/ednet_preprocessor.py and kt_glue.zip on Glue's Python path only.
+"""The Glue job as Glue 5.1 runs it: glue/ednet_preprocessor.py and kt_glue.zip on Glue's Python path only.
 
 Glue gives a Spark job's script the standard library, the Python modules of
 AWS's documented list (tests/glue_runtime/glue_provided_modules.json, its
 source named there), pyspark/py4j and awsglue, plus the ``--extra-py-files``
 zip. Here a Python started with ``-I -S`` (no site-packages) gets exactly that:
-a folder of links to the listed distributions installed in this venv (those
-both Glue 5.0 and 5.1 list), pyspark 3.5.6 (Glue 5.1's Spark), the
-``kt_glue.zip`` that ``kt package`` builds, and a stand-in ``awsglue``
-(tests/glue_runtime/awsglue, following aws-glue-libs). The job's arguments are
-terraform/glue.tf's ``default_arguments`` (the lake a local folder, since local
-Spark cannot read s3://) overridden by the ednet_etl DAG's per-run arguments
+``.venv-glue`` (built by ``make test`` from requirements-glue.txt: the listed
+modules the job imports, at Glue 5.1's versions, nothing else), pyspark 3.5.6
+(Glue 5.1's Spark) from the app venv, the ``kt_glue.zip`` that ``kt package``
+builds, and a stand-in ``awsglue`` (tests/glue_runtime/awsglue, following
+aws-glue-libs). The job's arguments are terraform/glue.tf's
+``default_arguments`` (the lake a local folder, since local Spark cannot read
+s3://) overridden by the ednet_etl DAG's per-run arguments
 (``kt.runtime.glue_job``), as a StartJobRun does. Its output must equal the
-reference ETL's on the same raw files.
-
-Only module names are checked, not versions: this venv's numpy and pyarrow are
-newer than Glue's (docs/aws-fidelity.md, section Glue).
+reference ETL's (run in the app venv) on the same raw files.
 """
 
 from __future__ import annotations
@@ -42,7 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GLUE_RUNTIME = ROOT / "tests" / "glue_runtime"
 LAUNCH = GLUE_RUNTIME / "launch.py"
 PROVIDED = json.loads((GLUE_RUNTIME / "glue_provided_modules.json").read_text())
-GLUE_VERSIONS = ("5.0", "5.1")
+GLUE_VENV = ROOT / ".venv-glue"
+GLUE_PYTHON = GLUE_VENV / "bin" / "python"
+MODELLED = "5.1"  # the Glue version whose module versions and Spark run here
 SPARK_RUNTIME = ("pyspark", "py4j")  # Glue's Spark runtime, not on the pip list: always there
 # The Spark configuration Glue's launcher would give, for a 2-core local run; C1-only JIT: a short JVM run
 # (about half the wall time on 2 busy cores, results unchanged).
@@ -58,26 +58,29 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def provided_distributions() -> set[str]:
-    """The distributions every modelled Glue version provides."""
-    names = [{canonical(n) for n in PROVIDED["modules"][v]} for v in GLUE_VERSIONS]
-    return set.intersection(*names)
+def provided(version: str) -> dict[str, str]:
+    """Glue `version`'s provided distributions: canonical name -> version."""
+    return {canonical(name): v for name, v in PROVIDED["modules"][version].items()}
 
 
-def glue_site(dest: Path) -> list[str]:
-    """A site-packages folder of links to the installed distributions Glue provides (and pyspark/py4j)."""
+def glue_site_packages() -> Path:
+    """.venv-glue's site-packages, after checking it holds only Glue-provided distributions at Glue's versions."""
+    assert GLUE_PYTHON.exists(), f"{GLUE_VENV} is missing: `make test` builds it from requirements-glue.txt"
+    (site,) = GLUE_VENV.glob("lib/python*/site-packages")
+    installed = {canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(site)])}
+    assert installed and installed.items() <= provided(MODELLED).items(), "not Glue's module or version"
+    assert set(installed) <= set(provided("5.0")), "Glue 5.0 lacks one (at whatever version)"
+    return site
+
+
+def spark_runtime(dest: Path) -> Path:
+    """A folder of links to this venv's pyspark and py4j: Glue's Spark runtime."""
     dest.mkdir()
-    allowed = provided_distributions() | set(SPARK_RUNTIME)
-    linked: list[str] = []
-    for dist in importlib.metadata.distributions():
-        if canonical(dist.metadata["Name"]) not in allowed or not dist.files:
-            continue
-        linked.append(canonical(dist.metadata["Name"]))
+    for name in SPARK_RUNTIME:
+        dist = importlib.metadata.distribution(name)
         for top in {f.parts[0] for f in dist.files if f.parts[0] != ".."}:
-            source = Path(dist.locate_file(top))
-            if source.exists() and not (dest / top).exists():
-                (dest / top).symlink_to(source)
-    return sorted(set(linked))
+            (dest / top).symlink_to(Path(dist.locate_file(top)))
+    return dest
 
 
 @cache
@@ -136,24 +139,27 @@ def job_argv(lake_root: str, settings: Settings) -> list[str]:
 
 
 def glue_python(path: list[Path | str], *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    """This interpreter with no site-packages: the standard library plus `path`, through launch.py."""
+    """.venv-glue's Python with no site-packages: the standard library plus `path`, through launch.py."""
     env = {k: v for k, v in os.environ.items() if k != "SPARK_HOME"}
     env["PYSPARK_SUBMIT_ARGS"] = SUBMIT_ARGS
-    return subprocess.run([sys.executable, "-I", "-S", str(LAUNCH), os.pathsep.join(map(str, path)), *args],
+    return subprocess.run([str(GLUE_PYTHON), "-I", "-S", str(LAUNCH), os.pathsep.join(map(str, path)), *args],
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("glue") / "site-packages"
-    linked = glue_site(folder)
-    assert {"numpy", "pyarrow", "pandas", *SPARK_RUNTIME} <= set(linked)
-    return folder
+def site(tmp_path_factory) -> list[Path]:
+    """Glue's modules and its Spark runtime: the path entries every Glue run here starts from."""
+    return [glue_site_packages(), spark_runtime(tmp_path_factory.mktemp("glue") / "spark")]
 
 
-def test_the_modelled_spark_is_glue_51s():
-    assert pyspark.__version__ == PROVIDED["spark"]["5.1"]
-    assert sys.version.startswith(PROVIDED["python"]["5.1"] + ".")
+def test_the_modelled_runtime_is_glue_51s():
+    assert pyspark.__version__ == PROVIDED["spark"][MODELLED]
+    done = subprocess.run([str(GLUE_PYTHON), "-I", "-S", "-c", "import sys; print(sys.version)"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.startswith(PROVIDED["python"][MODELLED] + ".")
+    pins = [line.split("==") for line in (ROOT / "requirements-glue.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert {canonical(name): v for name, v in pins}.items() <= provided(MODELLED).items()
 
 
 def test_every_module_of_kt_glue_zip_imports_on_glue(site, tmp_path):
@@ -166,12 +172,16 @@ def test_every_module_of_kt_glue_zip_imports_on_glue(site, tmp_path):
         "import importlib, importlib.util, json\n"
         "absent = [m for m in ('tqdm', 'torch', 'sklearn', 'fastapi', 'airflow') if importlib.util.find_spec(m)]\n"
         f"for m in {modules!r}:\n    importlib.import_module(m)\n"
-        "print(json.dumps({'found_but_not_on_glue': absent, 'kt': importlib.import_module('kt').__file__}))\n"
+        "versions = {m: importlib.import_module(m).__version__ for m in ('numpy', 'pyarrow', 'pandas', 'boto3')}\n"
+        "print(json.dumps({'found_but_not_on_glue': absent, 'kt': importlib.import_module('kt').__file__,\n"
+        "                  'versions': versions}))\n"
     )
-    done = glue_python([site, zip_path], str(check))
+    done = glue_python([*site, zip_path], str(check))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-2])
-    assert report == {"found_but_not_on_glue": [], "kt": str(zip_path / "kt" / "__init__.py")}
+    glue = provided(MODELLED)
+    assert report == {"found_but_not_on_glue": [], "kt": str(zip_path / "kt" / "__init__.py"),
+                      "versions": {m: glue[m] for m in ("numpy", "pyarrow", "pandas", "boto3")}}
 
 
 def test_bookmarks_are_off_in_terraform_and_the_job_refuses_them(site, tmp_path):
@@ -181,7 +191,7 @@ def test_bookmarks_are_off_in_terraform_and_the_job_refuses_them(site, tmp_path)
     lake_root = str(tmp_path / "lake")
     paths = deploy(lake_root)
     argv = job_argv(lake_root, Settings(lake=lake_root))
-    done = glue_python([site, paths["library"], GLUE_RUNTIME], paths["script"], *argv,
+    done = glue_python([*site, paths["library"], GLUE_RUNTIME], paths["script"], *argv,
                        "--job-bookmark-option", "job-bookmark-enable")
     assert done.returncode != 0
     assert "ValueError: --job-bookmark-option job-bookmark-enable" in done.stderr
@@ -198,7 +208,7 @@ def test_glue_branch_end_to_end_equals_the_reference(site, tmp_path):
     settings = Settings(lake=lake_root)
     argv = job_argv(lake_root, settings)
 
-    done = glue_python([site, paths["library"], GLUE_RUNTIME], paths["script"], *argv)
+    done = glue_python([*site, paths["library"], GLUE_RUNTIME], paths["script"], *argv)
     assert done.returncode == 0, done.stderr[-5000:]
     calls = json.loads(done.stdout.splitlines()[-1])["job_calls"]
     assert calls == [["init", "ednet-preprocessor", "job-bookmark-disable"], ["commit", "ednet-preprocessor", None]]
