@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 LINT_VENV := .venv-lint
+GLUE_VENV := .venv-glue
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 
@@ -34,13 +35,19 @@ $(LINT_VENV)/.installed: requirements-lint.txt $(VENV)/.installed
 	$(UV) pip install -q --compile-bytecode --python $(LINT_VENV)/bin/python -r requirements-lint.txt
 	touch $@
 
+# Glue 5.1's versions of the modules it provides that the Glue job imports, and nothing else (tests/test_glue_job.py).
+$(GLUE_VENV)/.installed: requirements-glue.txt $(VENV)/.installed
+	test -x $(GLUE_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(GLUE_VENV)
+	$(UV) pip install -q --no-deps --compile-bytecode --python $(GLUE_VENV)/bin/python -r requirements-glue.txt
+	touch $@
+
 demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students, through the real Airflow DAGs
 	$(VENV)/bin/python -m kt.airflow_demo
 
 demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: python ETL, no DAG runs)
 	$(VENV)/bin/kt demo
 
-test: $(VENV)/.installed $(LINT_VENV)/.installed  ## run the test suite
+test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed  ## run the test suite
 	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
 	$(VENV)/bin/python -m pytest -q
 
@@ -57,4 +64,4 @@ lock: $(VENV)/.installed  ## re-resolve requirements.txt from requirements.in
 	$(UV) pip compile -q requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt
 
 clean:  ## remove venvs and generated data
-	rm -rf $(VENV) $(LINT_VENV) .kt dist
+	rm -rf $(VENV) $(LINT_VENV) $(GLUE_VENV) .kt dist

@@ -21,10 +21,21 @@ user id, its quarantine source, its row position) comes from the file-path
 column `_metadata.file_path`, the successor of `input_file_name()` that also
 gives the split's block start, which "file order" needs.
 
-Job bookmarks are not used to skip input: every run rebuilds every user's full
-history from all raw files (a user's sequence, the duplicate row_id rule and the
-splits need all of them), so a bookmark that hid already-seen files would drop
-answers. `Job.init`/`Job.commit` still mark the run.
+Job bookmarks are disabled (`--job-bookmark-option job-bookmark-disable` in
+terraform/glue.tf), and a run with any other option stops before Spark starts:
+every run rebuilds every user's full history from all raw files (a user's
+sequence, the duplicate row_id rule and the splits need all of them), and Spark's
+own readers ignore bookmarks anyway (they track only Glue DynamicFrame sources
+read with a transformation_ctx), so an enabled bookmark would only claim an
+incremental run that does not happen. `Job.init`/`Job.commit` stay: Glue's job
+lifecycle, storing no state with bookmarks disabled.
+
+On Glue, `getResolvedOptions` (awsglue.utils) fails on a missing option it is
+asked for and names an option by its argparse key: `--skill-mappings` arrives as
+`skill_mappings`. `--skill-mappings` and `--format` are asked for only when
+given (a job made by the DAG itself has no Terraform defaults). What Glue 5
+provides and what this import chain needs: docs/aws-fidelity.md, section Glue;
+tests/test_glue_job.py runs this branch on local Spark with a stand-in awsglue.
 """
 
 from __future__ import annotations
@@ -38,6 +49,10 @@ from kt import spark_etl
 
 log = logging.getLogger("ednet_preprocessor")
 
+GLUE_REQUIRED = ("JOB_NAME", "raw", "processed")
+GLUE_OPTIONAL = ("skill-mappings", "format")
+BOOKMARKS_OFF = "job-bookmark-disable"
+
 
 def parse_args(argv: list[str]) -> dict[str, str | None]:
     """The job's arguments when run outside Glue (same names as on Glue)."""
@@ -49,6 +64,11 @@ def parse_args(argv: list[str]) -> dict[str, str | None]:
     parser.add_argument("--JOB_NAME", default="ednet-preprocessor")
     parser.add_argument("--TempDir", help="Glue's temporary directory (unused)")
     return vars(parser.parse_args(argv))
+
+
+def glue_options(argv: list[str]) -> list[str]:
+    """The options to ask getResolvedOptions for: it fails on any missing one, so the optional ones only when given."""
+    return [*GLUE_REQUIRED, *[name for name in GLUE_OPTIONAL if f"--{name}" in argv]]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -64,12 +84,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     from pyspark.context import SparkContext
 
-    args = getResolvedOptions(["ednet_preprocessor.py", *argv], ["JOB_NAME", "raw", "processed", "skill-mappings", "format"])
+    args = getResolvedOptions(["ednet_preprocessor.py", *argv], glue_options(argv))
+    if args["job_bookmark_option"] != BOOKMARKS_OFF:
+        raise ValueError(f"--job-bookmark-option {args['job_bookmark_option']}: this job reads every raw file on every "
+                         f"run and tracks nothing; run it with {BOOKMARKS_OFF} (terraform/glue.tf)")
     glue_context = GlueContext(SparkContext.getOrCreate())
     job = Job(glue_context)
     job.init(args["JOB_NAME"], args)
-    manifest = spark_etl.run(args["raw"], args["processed"], fmt=args["format"],
-                             skill_mappings=args["skill_mappings"], spark=glue_context.spark_session)
+    manifest = spark_etl.run(args["raw"], args["processed"], fmt=args.get("format"),
+                             skill_mappings=args.get("skill_mappings"), spark=glue_context.spark_session)
     job.commit()
     return manifest
 

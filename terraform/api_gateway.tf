@@ -7,6 +7,38 @@
 locals {
   api_templates = "${path.module}/templates"
   json          = "application/json"
+
+  # Each route's answers. responses: its integration responses by status (pattern: the integration's HTTP status
+  # they answer, null for the default one; template: the body, null to pass the integration's body through).
+  # overrides: the other statuses its templates set through $context.responseOverride.status. The route's
+  # method responses are both (tests/test_terraform.py renders the templates to check the overrides).
+  api_routes = {
+    get_mastery = {
+      responses = {
+        "200" = { pattern = null, template = file("${local.api_templates}/get_mastery_response.vtl") }
+        "400" = { pattern = "4\\d{2}", template = "{\"error\": \"invalid user_id\", \"field\": \"user_id\"}" }
+        "502" = { pattern = "5\\d{2}", template = "{\"error\": \"mastery store unavailable\", \"field\": null}" }
+      }
+      overrides = ["404"] # no item
+    }
+    post_mastery = {
+      responses = {
+        "200" = { pattern = null, template = null }
+        "400" = { pattern = "4\\d{2}", template = file("${local.api_templates}/post_mastery_error.vtl") }
+        "502" = { pattern = "5\\d{2}", template = "{\"error\": \"model endpoint unavailable\", \"field\": null}" }
+      }
+      # The model's own 4xx status, passed through from InvokeEndpoint's 424 ModelError (kt.inference.RequestError).
+      overrides = ["409", "413", "415"]
+    }
+    post_answer = {
+      responses = {
+        "200" = { pattern = null, template = "{\"status\": \"stored\"}" }
+        "400" = { pattern = "4\\d{2}", template = file("${local.api_templates}/post_answer_error.vtl") }
+        "502" = { pattern = "5\\d{2}", template = "{\"error\": \"answer store unavailable\", \"field\": null}" }
+      }
+      overrides = [] # post_answer_error.vtl answers a repeated answer with 200
+    }
+  }
 }
 
 resource "aws_api_gateway_rest_api" "this" {
@@ -127,7 +159,7 @@ resource "aws_api_gateway_integration" "get_mastery" {
 }
 
 resource "aws_api_gateway_method_response" "get_mastery" {
-  for_each    = toset(["200", "400", "404", "502"])
+  for_each    = toset(concat(keys(local.api_routes.get_mastery.responses), local.api_routes.get_mastery.overrides))
   rest_api_id = aws_api_gateway_rest_api.this.id
   resource_id = aws_api_gateway_resource.mastery.id
   http_method = aws_api_gateway_method.get_mastery.http_method
@@ -138,43 +170,14 @@ resource "aws_api_gateway_method_response" "get_mastery" {
   }
 }
 
-resource "aws_api_gateway_integration_response" "get_mastery_ok" {
-  rest_api_id = aws_api_gateway_rest_api.this.id
-  resource_id = aws_api_gateway_resource.mastery.id
-  http_method = aws_api_gateway_method.get_mastery.http_method
-  status_code = aws_api_gateway_method_response.get_mastery["200"].status_code
-
-  response_templates = {
-    (local.json) = file("${local.api_templates}/get_mastery_response.vtl")
-  }
-
-  depends_on = [aws_api_gateway_integration.get_mastery]
-}
-
-resource "aws_api_gateway_integration_response" "get_mastery_invalid" {
-  rest_api_id       = aws_api_gateway_rest_api.this.id
-  resource_id       = aws_api_gateway_resource.mastery.id
-  http_method       = aws_api_gateway_method.get_mastery.http_method
-  status_code       = aws_api_gateway_method_response.get_mastery["400"].status_code
-  selection_pattern = "4\\d{2}"
-
-  response_templates = {
-    (local.json) = "{\"error\": \"invalid user_id\", \"field\": \"user_id\"}"
-  }
-
-  depends_on = [aws_api_gateway_integration.get_mastery]
-}
-
-resource "aws_api_gateway_integration_response" "get_mastery_unavailable" {
-  rest_api_id       = aws_api_gateway_rest_api.this.id
-  resource_id       = aws_api_gateway_resource.mastery.id
-  http_method       = aws_api_gateway_method.get_mastery.http_method
-  status_code       = aws_api_gateway_method_response.get_mastery["502"].status_code
-  selection_pattern = "5\\d{2}"
-
-  response_templates = {
-    (local.json) = "{\"error\": \"mastery store unavailable\", \"field\": null}"
-  }
+resource "aws_api_gateway_integration_response" "get_mastery" {
+  for_each           = local.api_routes.get_mastery.responses
+  rest_api_id        = aws_api_gateway_rest_api.this.id
+  resource_id        = aws_api_gateway_resource.mastery.id
+  http_method        = aws_api_gateway_method.get_mastery.http_method
+  status_code        = aws_api_gateway_method_response.get_mastery[each.key].status_code
+  selection_pattern  = each.value.pattern
+  response_templates = each.value.template == null ? null : { (local.json) = each.value.template }
 
   depends_on = [aws_api_gateway_integration.get_mastery]
 }
@@ -215,7 +218,7 @@ resource "aws_api_gateway_integration" "post_mastery" {
 }
 
 resource "aws_api_gateway_method_response" "post_mastery" {
-  for_each    = toset(["200", "400", "413", "415", "502"])
+  for_each    = toset(concat(keys(local.api_routes.post_mastery.responses), local.api_routes.post_mastery.overrides))
   rest_api_id = aws_api_gateway_rest_api.this.id
   resource_id = aws_api_gateway_resource.mastery.id
   http_method = aws_api_gateway_method.post_mastery.http_method
@@ -226,39 +229,14 @@ resource "aws_api_gateway_method_response" "post_mastery" {
   }
 }
 
-resource "aws_api_gateway_integration_response" "post_mastery_ok" {
-  rest_api_id = aws_api_gateway_rest_api.this.id
-  resource_id = aws_api_gateway_resource.mastery.id
-  http_method = aws_api_gateway_method.post_mastery.http_method
-  status_code = aws_api_gateway_method_response.post_mastery["200"].status_code
-
-  depends_on = [aws_api_gateway_integration.post_mastery]
-}
-
-resource "aws_api_gateway_integration_response" "post_mastery_rejected" {
-  rest_api_id       = aws_api_gateway_rest_api.this.id
-  resource_id       = aws_api_gateway_resource.mastery.id
-  http_method       = aws_api_gateway_method.post_mastery.http_method
-  status_code       = aws_api_gateway_method_response.post_mastery["400"].status_code
-  selection_pattern = "4\\d{2}"
-
-  response_templates = {
-    (local.json) = file("${local.api_templates}/post_mastery_error.vtl")
-  }
-
-  depends_on = [aws_api_gateway_integration.post_mastery]
-}
-
-resource "aws_api_gateway_integration_response" "post_mastery_unavailable" {
-  rest_api_id       = aws_api_gateway_rest_api.this.id
-  resource_id       = aws_api_gateway_resource.mastery.id
-  http_method       = aws_api_gateway_method.post_mastery.http_method
-  status_code       = aws_api_gateway_method_response.post_mastery["502"].status_code
-  selection_pattern = "5\\d{2}"
-
-  response_templates = {
-    (local.json) = "{\"error\": \"model endpoint unavailable\", \"field\": null}"
-  }
+resource "aws_api_gateway_integration_response" "post_mastery" {
+  for_each           = local.api_routes.post_mastery.responses
+  rest_api_id        = aws_api_gateway_rest_api.this.id
+  resource_id        = aws_api_gateway_resource.mastery.id
+  http_method        = aws_api_gateway_method.post_mastery.http_method
+  status_code        = aws_api_gateway_method_response.post_mastery[each.key].status_code
+  selection_pattern  = each.value.pattern
+  response_templates = each.value.template == null ? null : { (local.json) = each.value.template }
 
   depends_on = [aws_api_gateway_integration.post_mastery]
 }
@@ -294,7 +272,7 @@ resource "aws_api_gateway_integration" "post_answer" {
 }
 
 resource "aws_api_gateway_method_response" "post_answer" {
-  for_each    = toset(["200", "400", "502"])
+  for_each    = toset(concat(keys(local.api_routes.post_answer.responses), local.api_routes.post_answer.overrides))
   rest_api_id = aws_api_gateway_rest_api.this.id
   resource_id = aws_api_gateway_resource.answers.id
   http_method = aws_api_gateway_method.post_answer.http_method
@@ -305,43 +283,14 @@ resource "aws_api_gateway_method_response" "post_answer" {
   }
 }
 
-resource "aws_api_gateway_integration_response" "post_answer_ok" {
-  rest_api_id = aws_api_gateway_rest_api.this.id
-  resource_id = aws_api_gateway_resource.answers.id
-  http_method = aws_api_gateway_method.post_answer.http_method
-  status_code = aws_api_gateway_method_response.post_answer["200"].status_code
-
-  response_templates = {
-    (local.json) = "{\"status\": \"stored\"}"
-  }
-
-  depends_on = [aws_api_gateway_integration.post_answer]
-}
-
-resource "aws_api_gateway_integration_response" "post_answer_rejected" {
-  rest_api_id       = aws_api_gateway_rest_api.this.id
-  resource_id       = aws_api_gateway_resource.answers.id
-  http_method       = aws_api_gateway_method.post_answer.http_method
-  status_code       = aws_api_gateway_method_response.post_answer["400"].status_code
-  selection_pattern = "4\\d{2}"
-
-  response_templates = {
-    (local.json) = file("${local.api_templates}/post_answer_error.vtl")
-  }
-
-  depends_on = [aws_api_gateway_integration.post_answer]
-}
-
-resource "aws_api_gateway_integration_response" "post_answer_unavailable" {
-  rest_api_id       = aws_api_gateway_rest_api.this.id
-  resource_id       = aws_api_gateway_resource.answers.id
-  http_method       = aws_api_gateway_method.post_answer.http_method
-  status_code       = aws_api_gateway_method_response.post_answer["502"].status_code
-  selection_pattern = "5\\d{2}"
-
-  response_templates = {
-    (local.json) = "{\"error\": \"answer store unavailable\", \"field\": null}"
-  }
+resource "aws_api_gateway_integration_response" "post_answer" {
+  for_each           = local.api_routes.post_answer.responses
+  rest_api_id        = aws_api_gateway_rest_api.this.id
+  resource_id        = aws_api_gateway_resource.answers.id
+  http_method        = aws_api_gateway_method.post_answer.http_method
+  status_code        = aws_api_gateway_method_response.post_answer[each.key].status_code
+  selection_pattern  = each.value.pattern
+  response_templates = each.value.template == null ? null : { (local.json) = each.value.template }
 
   depends_on = [aws_api_gateway_integration.post_answer]
 }
@@ -362,15 +311,12 @@ resource "aws_api_gateway_deployment" "this" {
       aws_api_gateway_integration.get_mastery,
       aws_api_gateway_integration.post_mastery,
       aws_api_gateway_integration.post_answer,
-      aws_api_gateway_integration_response.get_mastery_ok,
-      aws_api_gateway_integration_response.get_mastery_invalid,
-      aws_api_gateway_integration_response.get_mastery_unavailable,
-      aws_api_gateway_integration_response.post_mastery_ok,
-      aws_api_gateway_integration_response.post_mastery_rejected,
-      aws_api_gateway_integration_response.post_mastery_unavailable,
-      aws_api_gateway_integration_response.post_answer_ok,
-      aws_api_gateway_integration_response.post_answer_rejected,
-      aws_api_gateway_integration_response.post_answer_unavailable,
+      aws_api_gateway_method_response.get_mastery,
+      aws_api_gateway_method_response.post_mastery,
+      aws_api_gateway_method_response.post_answer,
+      aws_api_gateway_integration_response.get_mastery,
+      aws_api_gateway_integration_response.post_mastery,
+      aws_api_gateway_integration_response.post_answer,
       aws_api_gateway_model.answer,
       aws_api_gateway_model.mastery_request,
       aws_api_gateway_gateway_response.bad_parameters,

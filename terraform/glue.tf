@@ -1,6 +1,8 @@
 # The Glue ETL job `ednet-preprocessor` (ednet_etl DAG): Glue 5, script and kt library from the lake,
-# job bookmarks, metrics and continuous logs, and a security configuration that KMS-encrypts its
-# S3 output, CloudWatch logs and bookmarks.
+# metrics and continuous logs, and a security configuration that KMS-encrypts its S3 output,
+# CloudWatch logs and bookmarks. Job bookmarks are off: every run reads every raw file (a user's
+# history, the duplicate rule and the splits need all of them) through Spark readers, which
+# bookmarks do not track; the script refuses any other --job-bookmark-option.
 
 resource "aws_glue_security_configuration" "this" {
   name = var.project
@@ -46,7 +48,7 @@ resource "aws_glue_job" "this" {
 
   default_arguments = {
     "--job-language"                     = "python"
-    "--job-bookmark-option"              = "job-bookmark-enable"
+    "--job-bookmark-option"              = "job-bookmark-disable"
     "--enable-metrics"                   = "true"
     "--enable-continuous-cloudwatch-log" = "true"
     "--TempDir"                          = local.glue_temp_dir

@@ -56,16 +56,13 @@ def maps_as_shapes(body: dict) -> object:
     return shape({k: ({"<key>": 0.0} if isinstance(v, dict) and v else v) for k, v in body.items()})
 
 
-def terraform_response_template(resource: str) -> str:
+def terraform_response_template(route: str, status: str) -> str:
+    """The body template of a route's integration response for `status` (local.api_routes in api_gateway.tf)."""
     doc = hcl2.load((ROOT / "terraform" / "api_gateway.tf").open(),
                     serialization_options=SerializationOptions(strip_string_quotes=True, with_comments=False,
                                                                explicit_blocks=False))
-    for entry in doc["resource"]:
-        found = entry.get("aws_api_gateway_integration_response", {}).get(resource)
-        if found:
-            (template,) = found["response_templates"].values()
-            return template.encode().decode("unicode_escape")
-    raise AssertionError(f"aws_api_gateway_integration_response.{resource} not found")
+    routes = next(entry["api_routes"] for entry in doc["locals"] if "api_routes" in entry)
+    return routes[route]["responses"][status]["template"]
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +151,7 @@ def test_post_answer_writes_the_item_the_request_template_builds(env):
         item = req["json"]["Item"]
         assert req["json"]["ConditionExpression"] == "attribute_not_exists(ts)"
         assert stored[item["ts"]["S"]] == item  # the same attributes, types and values
-    assert (first.status_code, first.json()) == (200, json.loads(terraform_response_template("post_answer_ok")))
+    assert (first.status_code, first.json()) == (200, json.loads(terraform_response_template("post_answer", "200")))
     assert (repeat.status_code, repeat.json()) == (duplicate["status"], duplicate["json"])
     assert repeat.json() == {"status": "duplicate"}
     assert second.json() == {"status": "stored"}

@@ -362,7 +362,7 @@ def test_glue_job_matches_contract():
     assert (command["name"], command["python_version"]) == ("glueetl", "3")
     assert command["script_location"] == "${local.glue_script_uri}"
     args = job["default_arguments"]
-    assert args["--job-bookmark-option"] == "job-bookmark-enable"
+    assert args["--job-bookmark-option"] == "job-bookmark-disable"  # tests/test_glue_job.py: why
     assert args["--enable-metrics"] == "true"
     assert args["--enable-continuous-cloudwatch-log"] == "true"
     assert args["--extra-py-files"] == "${local.glue_library_uri}"
@@ -693,6 +693,63 @@ def test_api_paths():
     assert resource("aws_api_gateway_method", "get_mastery")["request_parameters"] == {
         "method.request.querystring.user_id": True
     }
+
+
+MODEL_HEADERS = {"Accept", "Content-Type"}  # the request headers kt.inference answers about
+
+
+def model_error_statuses(passed_headers: set[str]) -> set[int]:
+    """The statuses kt.inference answers with (RequestError's status, 400 by default) to a request through the API.
+
+    An error about a header the integration does not pass to InvokeEndpoint cannot come from an API client.
+    """
+    tree = ast.parse((ROOT / "src" / "kt" / "inference.py").read_text())
+    statuses = set()
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "RequestError":
+            field = call.args[1].value if isinstance(call.args[1], ast.Constant) else None
+            if field in MODEL_HEADERS and field not in passed_headers:
+                continue
+            given = [k.value for k in call.keywords if k.arg == "status"] + call.args[2:3]
+            statuses.add(given[0].value if given else 400)
+    return statuses
+
+
+def test_api_method_responses_are_what_each_route_answers():
+    """Each route's integration responses and method responses come from local.api_routes, one for_each each.
+
+    A route's method responses are its integration responses' statuses plus the statuses its templates set
+    through $context.responseOverride.status (those no integration response has): rendered here, so every
+    declared one is answered and every answered one declared.
+    """
+    routes = locals_()["api_routes"]
+    assert set(routes) == {"get_mastery", "post_mastery", "post_answer"}
+    for route, spec in routes.items():
+        method_responses = resource("aws_api_gateway_method_response", route)
+        integration_responses = resource("aws_api_gateway_integration_response", route)
+        assert method_responses["for_each"] == (
+            f"${{toset(concat(keys(local.api_routes.{route}.responses), local.api_routes.{route}.overrides))}}")
+        assert integration_responses["for_each"] == f"${{local.api_routes.{route}.responses}}"
+        assert integration_responses["status_code"] == (
+            f"${{aws_api_gateway_method_response.{route}[each.key].status_code}}")
+        assert integration_responses["depends_on"] == [f"${{aws_api_gateway_integration.{route}}}"]
+        assert {s: r["pattern"] for s, r in spec["responses"].items()} == {
+            "200": None, "400": "4\\d{2}", "502": "5\\d{2}"}
+
+    passed = {p.rsplit(".", 1)[1] for p in resource("aws_api_gateway_integration", "post_mastery")["request_parameters"]}
+    model_statuses = sorted(model_error_statuses(passed))
+    assert passed == {"Content-Type"} and {400, 413, 415} <= set(model_statuses)
+    cases = {
+        "get_mastery": [{"file": "get_mastery_response.vtl", "body": {}}],
+        "post_mastery": [{"file": "post_mastery_error.vtl", "body": {
+            "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": status,
+            "OriginalMessage": json.dumps({"error": "e", "field": "f"})}} for status in model_statuses],
+        "post_answer": [{"file": "post_answer_error.vtl", "body": {
+            "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException", "message": "m"}}],
+    }  # fmt: skip
+    for route, spec in routes.items():
+        overridden = {str(r["status"]) for r in render_vtl(cases[route])}
+        assert set(spec["overrides"]) == overridden - set(spec["responses"]), route
 
 
 def test_api_stage_usage_plan_and_logs():

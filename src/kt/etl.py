@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from kt import lake
 from kt.readers import INTERACTION_SCHEMA, Questions, read_kt1, read_kt1_questions, read_riiid, read_riiid_questions
@@ -170,6 +169,8 @@ def run_etl(
     progress: bool | None = None,
 ) -> dict:
     """Run the reference ETL from a raw prefix to a processed prefix; return the manifest."""
+    from tqdm import tqdm  # here, not at import: the Glue job imports this module, and Glue 5 has no tqdm
+
     started = time.monotonic()
     fmt = fmt or detect_format(raw)
     paths = raw_paths(raw, fmt)
