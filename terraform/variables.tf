@@ -88,9 +88,9 @@ variable "glue_job_name" {
 }
 
 variable "glue_version" {
-  description = "Glue version of the ETL job (5.0 = Spark 3.5, Python 3.11)."
+  description = "Glue version of the ETL job (5.1 = Spark 3.5.6, Python 3.11: the versions tests/test_glue_job.py runs)."
   type        = string
-  default     = "5.0"
+  default     = "5.1"
 }
 
 variable "glue_worker_type" {

@@ -256,7 +256,7 @@ def test_single_resources_are_named_this_or_by_role():
         ("mastery_table_name", "kt-mastery"),
         ("endpoint_name", "pythagoras-dkt-endpoint"),
         ("glue_job_name", "ednet-preprocessor"),
-        ("glue_version", "5.0"),
+        ("glue_version", "5.1"),
         ("glue_worker_type", "G.1X"),
         ("glue_number_of_workers", 10),
         ("ssm_parameter_name", "/pythagoras-kt/config"),

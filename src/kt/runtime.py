@@ -126,7 +126,7 @@ def glue_job(settings: Settings) -> dict:
     mappings = lake.join(uris["raw"], "skill_mappings.json")
     if lake.exists(mappings):
         script_args["--skill-mappings"] = mappings
-    create_job_kwargs: dict[str, Any] = {"GlueVersion": "5.0", "WorkerType": "G.1X", "NumberOfWorkers": 2}
+    create_job_kwargs: dict[str, Any] = {"GlueVersion": "5.1", "WorkerType": "G.1X", "NumberOfWorkers": 2}
     if settings.glue_extra_py_files:
         create_job_kwargs["DefaultArguments"] = {"--extra-py-files": settings.glue_extra_py_files}
     return {
