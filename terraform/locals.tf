@@ -106,6 +106,5 @@ locals {
     PutKtMetrics          = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
     PutGlueMetrics        = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
     PutSageMakerMetrics   = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
-    ListSageMakerJobs     = "sagemaker:ListTrainingJobs and sagemaker:ListTransformJobs have no resource-level permissions."
   }
 }

@@ -552,15 +552,24 @@ def check(requests: list[Request]) -> list[str]:
     return [f"DENIED {r}" for r in requests if not allowed(r)]
 
 
-def granted_actions(principal: str) -> set[str]:
-    return {a for s in role_policies()[principal]["Statement"] if s["Effect"] == "Allow" for a in s.get("Action", [])}
-
-
-def unused(principal: str, requests: list[Request], kept: dict[tuple[str, str], str]) -> tuple[list[str], list[str]]:
-    """(granted actions no request uses and no reason keeps, report lines of the kept ones)."""
-    used = {r.action.lower() for r in requests if r.principal == principal}
-    spare = sorted(a for a in granted_actions(principal) if a.lower() not in used)
-    missing = [f"UNUSED {principal}: {a} (no call needs it and KEPT gives no reason)" for a in spare
-               if (principal, a) not in kept]
-    report = [f"kept {principal}: {a}: {kept[(principal, a)]}" for a in spare if (principal, a) in kept]
+def unused(principal: str, requests: list[Request], kept: dict[tuple[str, str, str], str]) -> tuple[list[str], list[str]]:
+    """Grants no request uses, per Allow statement: its actions and its resource patterns that no request
+    of the principal allowed by that statement needs. (failures: unused without a reason in `kept`,
+    report lines of the kept ones); `kept` maps (principal, sid, action or resource) to the reason."""
+    mine = [r for r in requests if r.principal == principal]
+    missing, report = [], []
+    for statement in role_policies()[principal]["Statement"]:
+        if statement["Effect"] != "Allow":
+            continue
+        sid = statement.get("Sid", "")
+        used = [r for r in mine if statement_matches(statement, r)]
+        spare = [a for a in statement.get("Action", []) if not any(_glob(a, r.action, False) for r in used)]
+        if used:  # a statement no request uses is reported by its actions alone
+            spare += [p for p in statement.get("Resource", []) if not any(_glob(p, r.resource, True) for r in used)]
+        for item in spare:
+            reason = kept.get((principal, sid, item))
+            if reason is None:
+                missing.append(f"UNUSED {principal} statement {sid}: {item} (no call needs it and no reason keeps it)")
+            else:
+                report.append(f"kept {principal} statement {sid}: {item}: {reason}")
     return missing, report
