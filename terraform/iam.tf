@@ -83,7 +83,7 @@ data "aws_iam_policy_document" "glue" {
 
   statement {
     sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
   }
 
@@ -157,12 +157,6 @@ data "aws_iam_policy_document" "sagemaker" {
   }
 
   statement {
-    sid       = "LocateLake"
-    actions   = ["s3:GetBucketLocation"]
-    resources = [local.lake_arn]
-  }
-
-  statement {
     sid       = "ReadTrainingAndInferenceInputs"
     actions   = ["s3:GetObject"]
     resources = [
@@ -185,7 +179,7 @@ data "aws_iam_policy_document" "sagemaker" {
 
   statement {
     sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
   }
 
@@ -566,18 +560,26 @@ resource "aws_iam_role_policy" "api_cloudwatch" {
 }
 
 data "aws_iam_policy_document" "api_cloudwatch" {
+  # Log group ARNs: the group itself (CreateLogGroup, DescribeLogStreams) and its streams (":*").
   statement {
     sid     = "WriteApiLogs"
     actions = [
       "logs:CreateLogGroup",
       "logs:CreateLogStream",
-      "logs:DescribeLogGroups",
       "logs:DescribeLogStreams",
       "logs:PutLogEvents",
     ]
     resources = [
       "${local.logs_arn_prefix}:API-Gateway-Execution-Logs_*",
+      aws_cloudwatch_log_group.api_access.arn,
       "${aws_cloudwatch_log_group.api_access.arn}:*",
     ]
+  }
+
+  # "*" resource: logs:DescribeLogGroups has no resource-level permissions (see locals.tf).
+  statement {
+    sid       = "DescribeApiLogGroups"
+    actions   = ["logs:DescribeLogGroups"]
+    resources = ["*"]
   }
 }

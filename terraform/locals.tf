@@ -106,5 +106,6 @@ locals {
     PutKtMetrics          = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
     PutGlueMetrics        = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
     PutSageMakerMetrics   = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
+    DescribeApiLogGroups  = "logs:DescribeLogGroups has no resource-level permissions (API Gateway's logging role)."
   }
 }

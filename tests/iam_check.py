@@ -301,6 +301,12 @@ def role_policies() -> dict[str, dict[str, Any]]:
     return out
 
 
+def terraform_ssm_config() -> dict[str, Any]:
+    """local.ssm_config (the SSM parameter the DAGs read), with SageMaker enabled as a deployment with DKT has it."""
+    (config,) = [entry["ssm_config"] for entry in tf("locals.tf")["locals"] if "ssm_config" in entry]
+    return {**{key: render(value) for key, value in config.items()}, "sagemaker_enabled": True}
+
+
 def role_arn(role: str) -> str:
     return _reference(["aws_iam_role", role, "arn"])
 
@@ -467,6 +473,8 @@ ARN_NAMES = {
     ("sns", "topic"): lambda p: {"TopicName": (p.get("TopicArn") or ":").rsplit(":", 1)[1] or None},
     ("logs", "log-group"): lambda p: {"LogGroupName": p.get("logGroupName")},
     ("logs", "log-stream"): lambda p: {"LogGroupName": p.get("logGroupName"), "LogStreamName": p.get("logStreamName")},
+    ("ecr", "repository"): lambda p: {"RepositoryName": p.get("repositoryName"), "Account": p.get("registryId")},
+    ("kms", "key"): lambda p: {"KeyId": (p.get("KeyId") or "").rsplit("/", 1)[-1] or None},
 }
 # Calls that need no permission (AWS: "No permissions are required to perform this operation").
 NO_PERMISSION = {"sts:GetCallerIdentity"}

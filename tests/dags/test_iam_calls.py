@@ -28,6 +28,7 @@ from iam_check import (
     check,
     render,
     role_arn,
+    terraform_ssm_config,
     tf,
     unused,
 )
@@ -71,13 +72,6 @@ def written_calls(settings) -> list[tuple[str, str, dict]]:
         # kt.runtime's failure callback: a task that fails for good tells the alarm topic.
         ("sns", "Publish", {"TopicArn": settings.alarm_topic_arn, "Subject": "kt task failed", "Message": "..."}),
     ]
-
-
-def terraform_ssm_config() -> dict:
-    """local.ssm_config as `terraform plan` renders it, with SageMaker enabled as a deployment with DKT has it."""
-    config = {key: render(value) for entry in tf("locals.tf")["locals"] if "ssm_config" in entry
-              for key, value in entry["ssm_config"].items()}
-    return {**config, "sagemaker_enabled": True}
 
 
 @pytest.fixture
