@@ -18,7 +18,6 @@ integrations) and tests/dags/test_iam_calls.py (calls recorded while the aws-run
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 import re
@@ -74,8 +73,7 @@ def arn(service: str, resource_type: str, **names: str) -> str:
     """An ARN in the catalogue's format for that resource type, e.g. arn("sagemaker", "endpoint", EndpointName=...)."""
     template = catalogue()[service]["resources"][resource_type]["arn"]
     values = {"Partition": PARTITION, "Region": variable("region"), "Account": ACCOUNT, **names}
-    out = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], template)
-    return out
+    return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
 # Terraform, rendered
@@ -560,10 +558,11 @@ def check(requests: list[Request]) -> list[str]:
     return [f"DENIED {r}" for r in requests if not allowed(r)]
 
 
-def unused(principal: str, requests: list[Request], kept: dict[tuple[str, str, str], str]) -> tuple[list[str], list[str]]:
-    """Grants no request uses, per Allow statement: its actions and its resource patterns that no request
-    of the principal allowed by that statement needs. (failures: unused without a reason in `kept`,
-    report lines of the kept ones); `kept` maps (principal, sid, action or resource) to the reason."""
+def unused(principal: str, requests: list[Request],
+           kept: dict[tuple[str, str, str], str]) -> tuple[list[str], list[str]]:
+    """Grants no request uses: per Allow statement, its actions and resource patterns that no request of the
+    principal matching the statement needs. Returns (failures: unused with no reason in `kept`, report lines
+    of the kept ones); `kept` maps (principal, sid, action or resource) to its reason."""
     mine = [r for r in requests if r.principal == principal]
     missing, report = [], []
     for statement in role_policies()[principal]["Statement"]:

@@ -151,8 +151,8 @@ def glue_calls(settings: Settings) -> list[tuple[str, str, dict]]:
         # Spark writes the output (overwrite: list and delete the old one) and stages through --TempDir
         s3("ListObjectsV2", processed), s3("DeleteObject", f"{processed}sequences.parquet/split=train/old.parquet"),
         *upload(f"{processed}sequences.parquet/split=train/part-00000.parquet"),
-        s3("ListObjectsV2", temp), s3("PutObject", f"{temp}partitionlisting/x"), s3("GetObject", f"{temp}partitionlisting/x"),
-        s3("DeleteObject", f"{temp}partitionlisting/x"),
+        s3("ListObjectsV2", temp), *[s3(op, f"{temp}partitionlisting/x") for op in ("PutObject", "GetObject",
+                                                                                    "DeleteObject")],
         # continuous logging, KMS-encrypted by the security configuration ("Setting up encryption in AWS Glue":
         # the role needs logs:AssociateKmsKey; job bookmarks are encrypted client side with kms:Encrypt/Decrypt)
         *[call for group in ("/aws-glue/jobs/logs-v2", "/aws-glue/jobs/output", "/aws-glue/jobs/error")

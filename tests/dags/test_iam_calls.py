@@ -29,7 +29,6 @@ from iam_check import (
     render,
     role_arn,
     terraform_ssm_config,
-    tf,
     unused,
 )
 from iam_recorder import recording
