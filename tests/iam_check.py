@@ -382,11 +382,20 @@ def key_policy_allows(request: Request) -> bool:
     return decide(for_role, Request(request.principal, request.action, "*", request.context)) == "Allow"
 
 
+def bucket_policy_denies(request: Request) -> bool:
+    """The lake's bucket policy (s3.tf) denies it explicitly; every SDK call here is made over TLS."""
+    over_tls = Request(request.principal, request.action, request.resource,
+                       request.context + (("aws:SecureTransport", "true"),))
+    return decide(policy_json("lake_bucket"), over_tls) == "Deny"
+
+
 def allowed(request: Request) -> bool:
-    policy = role_policies()[request.principal]
-    if decide(policy, request) != "Allow":
+    """The role's policy allows it, and the key policy (KMS) or the bucket policy (the lake) does not stop it."""
+    if decide(role_policies()[request.principal], request) != "Allow":
         return False
-    return key_policy_allows(request) if request.action.startswith("kms:") else True
+    if request.action.startswith("kms:"):
+        return key_policy_allows(request)
+    return not (request.action.startswith("s3:") and bucket_policy_denies(request))
 
 
 # From calls to authorization requests

@@ -18,10 +18,13 @@ from iam_check import (
     Request,
     Requests,
     arn,
+    bucket_policy_denies,
     call_requests,
     check,
     decide,
     kms_key_arn,
+    lake_bucket,
+    policy_json,
     privilege,
     render,
     role_policies,
@@ -257,6 +260,13 @@ def test_an_explicit_deny_wins():
     deny = {"Effect": "Deny", "Action": ["s3:DeleteObject"], "Resource": ["arn:aws:s3:::b/*"]}
     assert decide({"Statement": [allow, deny]}, Request("x", "s3:DeleteObject", "arn:aws:s3:::b/k")) == "Deny"
     assert decide({"Statement": [allow, deny]}, Request("x", "s3:GetObject", "arn:aws:s3:::b/k")) == "Allow"
+
+
+def test_the_lake_bucket_policy_denies_only_requests_without_tls():
+    request = Request("airflow", "s3:GetObject", arn("s3", "object", BucketName=lake_bucket(), ObjectName="raw/x"))
+    assert not bucket_policy_denies(request)
+    plain = Request(request.principal, request.action, request.resource, (("aws:SecureTransport", "false"),))
+    assert decide(policy_json("lake_bucket"), plain) == "Deny"
 
 
 def test_rendered_policies_resolve_every_reference():
