@@ -41,7 +41,7 @@ locals {
   # Names
   glue_role_name      = "${var.project}-glue"
   sagemaker_role_name = "${var.project}-sagemaker"
-  airflow_role_name   = "${var.project}-airflow"
+  airflow_role_name   = "${var.project}-self-hosted-airflow" # not an MWAA execution role (iam.tf)
   variant_name        = "AllTraffic" # endpoint configs created by dkt_train must use the same variant name
   realtime            = var.endpoint_mode == "realtime"
   create_endpoint     = var.model_data_url != ""
