@@ -1,6 +1,8 @@
 # IAM roles and least-privilege policies: the Glue job role, the SageMaker execution role (training,
-# transform, endpoint), the Airflow workers' role (self-hosted on EC2 or MWAA), one role per API
-# Gateway integration, and API Gateway's CloudWatch logging role.
+# transform, endpoint), the role of self-hosted Airflow workers (EC2 instance profile or a trusted role;
+# not an MWAA execution role), one role per API Gateway integration, and API Gateway's CloudWatch
+# logging role. tests/test_iam.py and tests/dags/test_iam_calls.py evaluate every call each role makes
+# against these policies, with AWS's action catalogue.
 # No statement grants a "*" action; statements with a "*" resource are listed with their reason in
 # local.iam_star_resource_exceptions (locals.tf) and commented where they are written.
 
@@ -81,7 +83,7 @@ data "aws_iam_policy_document" "glue" {
 
   statement {
     sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
   }
 
@@ -155,12 +157,6 @@ data "aws_iam_policy_document" "sagemaker" {
   }
 
   statement {
-    sid       = "LocateLake"
-    actions   = ["s3:GetBucketLocation"]
-    resources = [local.lake_arn]
-  }
-
-  statement {
     sid       = "ReadTrainingAndInferenceInputs"
     actions   = ["s3:GetObject"]
     resources = [
@@ -183,7 +179,7 @@ data "aws_iam_policy_document" "sagemaker" {
 
   statement {
     sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
   }
 
@@ -237,25 +233,11 @@ data "aws_iam_policy_document" "sagemaker" {
   }
 }
 
-# Airflow workers: exactly the calls the DAGs make (Glue, SageMaker, lake, tables, SSM, metrics).
+# Self-hosted Airflow workers: exactly the calls the kt DAGs make (tests/dags/test_iam_calls.py records
+# them). Not an MWAA execution role: MWAA also needs its log groups, the Celery SQS queue, metrics and
+# the DAG bucket, which this role does not grant, so it does not trust MWAA either.
 
 data "aws_iam_policy_document" "airflow_assume" {
-  statement {
-    sid     = "Mwaa"
-    actions = ["sts:AssumeRole"]
-
-    principals {
-      type        = "Service"
-      identifiers = ["airflow.amazonaws.com", "airflow-env.amazonaws.com"]
-    }
-
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
-    }
-  }
-
   statement {
     sid     = "SelfHostedOnEc2"
     actions = ["sts:AssumeRole"]
@@ -283,7 +265,7 @@ data "aws_iam_policy_document" "airflow_assume" {
 
 resource "aws_iam_role" "airflow" {
   name               = local.airflow_role_name
-  description        = "Airflow workers (MWAA or self-hosted): what the kt DAGs call."
+  description        = "Self-hosted Airflow workers (EC2 or a trusted role): what the kt DAGs call."
   assume_role_policy = data.aws_iam_policy_document.airflow_assume.json
 }
 
@@ -299,16 +281,11 @@ resource "aws_iam_role_policy" "airflow" {
 }
 
 data "aws_iam_policy_document" "airflow" {
+  # The job exists (aws_glue_job.this): GlueJobOperator only reads it, starts it and polls the run.
   statement {
     sid       = "RunGlueJob"
-    actions   = ["glue:CreateJob", "glue:GetJob", "glue:GetJobRun", "glue:StartJobRun", "glue:UpdateJob"]
+    actions   = ["glue:GetJob", "glue:GetJobRun", "glue:StartJobRun"]
     resources = [local.glue_job_arn]
-  }
-
-  statement {
-    sid       = "ReadGlueRole"
-    actions   = ["iam:GetRole"]
-    resources = [aws_iam_role.glue.arn]
   }
 
   statement {
@@ -320,18 +297,6 @@ data "aws_iam_policy_document" "airflow" {
       test     = "StringEquals"
       variable = "iam:PassedToService"
       values   = ["sagemaker.amazonaws.com"]
-    }
-  }
-
-  statement {
-    sid       = "PassGlueRole"
-    actions   = ["iam:PassRole"]
-    resources = [aws_iam_role.glue.arn]
-
-    condition {
-      test     = "StringEquals"
-      variable = "iam:PassedToService"
-      values   = ["glue.amazonaws.com"]
     }
   }
 
@@ -351,7 +316,6 @@ data "aws_iam_policy_document" "airflow" {
     actions = [
       "sagemaker:AddTags",
       "sagemaker:CreateModel",
-      "sagemaker:DeleteModel",
       "sagemaker:DescribeModel",
     ]
     resources = ["${local.sagemaker_arn_prefix}:model/${local.sagemaker_name_glob}"]
@@ -367,15 +331,22 @@ data "aws_iam_policy_document" "airflow" {
     resources = ["${local.sagemaker_arn_prefix}:endpoint-config/${local.sagemaker_name_glob}"]
   }
 
+  # IAM checks CreateEndpoint and UpdateEndpoint on the endpoint and on the endpoint config it names
+  # (AWS's service authorization reference lists both resource types as required for each action).
   statement {
     sid     = "Endpoint"
     actions = [
-      "sagemaker:AddTags",
       "sagemaker:CreateEndpoint",
       "sagemaker:DescribeEndpoint",
       "sagemaker:UpdateEndpoint",
     ]
     resources = [local.endpoint_arn]
+  }
+
+  statement {
+    sid       = "EndpointFromConfigs"
+    actions   = ["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"]
+    resources = ["${local.sagemaker_arn_prefix}:endpoint-config/${local.sagemaker_name_glob}"]
   }
 
   statement {
@@ -388,25 +359,23 @@ data "aws_iam_policy_document" "airflow" {
     resources = ["${local.sagemaker_arn_prefix}:transform-job/${local.sagemaker_name_glob}"]
   }
 
-  # "*" resource: the List actions have no resource-level permissions (see locals.tf).
+  # The training operator tails the job's log streams. DescribeLogStreams is checked on the log group,
+  # GetLogEvents on the stream (<job name>/algo-1-<time>).
   statement {
-    sid       = "ListSageMakerJobs"
-    actions   = ["sagemaker:ListTrainingJobs", "sagemaker:ListTransformJobs"]
-    resources = ["*"]
+    sid       = "DescribeTrainingLogStreams"
+    actions   = ["logs:DescribeLogStreams"]
+    resources = ["${local.logs_arn_prefix}:/aws/sagemaker/TrainingJobs"]
   }
 
   statement {
-    sid       = "ReadJobLogs"
-    actions   = ["logs:DescribeLogStreams", "logs:GetLogEvents"]
-    resources = [
-      "${local.logs_arn_prefix}:/aws/sagemaker/TrainingJobs:*",
-      "${local.logs_arn_prefix}:/aws/sagemaker/TransformJobs:*",
-    ]
+    sid       = "ReadTrainingLogs"
+    actions   = ["logs:GetLogEvents"]
+    resources = ["${local.logs_arn_prefix}:/aws/sagemaker/TrainingJobs:log-stream:${local.sagemaker_name_glob}"]
   }
 
   statement {
     sid       = "ListLake"
-    actions   = ["s3:GetBucketLocation", "s3:ListBucket"]
+    actions   = ["s3:ListBucket"]
     resources = [local.lake_arn]
   }
 
@@ -417,20 +386,15 @@ data "aws_iam_policy_document" "airflow" {
   }
 
   statement {
-    sid     = "Tables"
-    actions = [
-      "dynamodb:BatchWriteItem",
-      "dynamodb:DescribeTable",
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-      "dynamodb:Query",
-      "dynamodb:UpdateItem",
-    ]
-    resources = [
-      aws_dynamodb_table.history.arn,
-      "${aws_dynamodb_table.history.arn}/index/by_day",
-      aws_dynamodb_table.mastery.arn,
-    ]
+    sid       = "ReadHistory"
+    actions   = ["dynamodb:Query"]
+    resources = [aws_dynamodb_table.history.arn, "${aws_dynamodb_table.history.arn}/index/by_day"]
+  }
+
+  statement {
+    sid       = "WriteMastery"
+    actions   = ["dynamodb:PutItem"]
+    resources = [aws_dynamodb_table.mastery.arn]
   }
 
   # "*" resource: cloudwatch:PutMetricData has no resource-level permissions (see locals.tf).
@@ -458,12 +422,14 @@ data "aws_iam_policy_document" "airflow" {
     resources = [aws_sns_topic.alarms.arn]
   }
 
+  # The lake (SSE-KMS), the tables and the alarm topic are encrypted with the key.
   statement {
     sid       = "UseKey"
-    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"]
+    actions   = ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
   }
 
+  # SageMaker creates grants with the caller's permissions for the KMS key of an endpoint config.
   statement {
     sid       = "GrantKeyToSageMaker"
     actions   = ["kms:CreateGrant"]
@@ -594,18 +560,26 @@ resource "aws_iam_role_policy" "api_cloudwatch" {
 }
 
 data "aws_iam_policy_document" "api_cloudwatch" {
+  # Log group ARNs: the group itself (CreateLogGroup, DescribeLogStreams) and its streams (":*").
   statement {
     sid     = "WriteApiLogs"
     actions = [
       "logs:CreateLogGroup",
       "logs:CreateLogStream",
-      "logs:DescribeLogGroups",
       "logs:DescribeLogStreams",
       "logs:PutLogEvents",
     ]
     resources = [
       "${local.logs_arn_prefix}:API-Gateway-Execution-Logs_*",
+      aws_cloudwatch_log_group.api_access.arn,
       "${aws_cloudwatch_log_group.api_access.arn}:*",
     ]
+  }
+
+  # "*" resource: logs:DescribeLogGroups has no resource-level permissions (see locals.tf).
+  statement {
+    sid       = "DescribeApiLogGroups"
+    actions   = ["logs:DescribeLogGroups"]
+    resources = ["*"]
   }
 }

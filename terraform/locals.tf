@@ -41,7 +41,7 @@ locals {
   # Names
   glue_role_name      = "${var.project}-glue"
   sagemaker_role_name = "${var.project}-sagemaker"
-  airflow_role_name   = "${var.project}-airflow"
+  airflow_role_name   = "${var.project}-self-hosted-airflow" # not an MWAA execution role (iam.tf)
   variant_name        = "AllTraffic" # endpoint configs created by dkt_train must use the same variant name
   realtime            = var.endpoint_mode == "realtime"
   create_endpoint     = var.model_data_url != ""
@@ -111,6 +111,6 @@ locals {
     PutKtMetrics          = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
     PutGlueMetrics        = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
     PutSageMakerMetrics   = "cloudwatch:PutMetricData has no resource-level permissions; limited by the cloudwatch:namespace condition."
-    ListSageMakerJobs     = "sagemaker:ListTrainingJobs and sagemaker:ListTransformJobs have no resource-level permissions."
+    DescribeApiLogGroups  = "logs:DescribeLogGroups has no resource-level permissions (API Gateway's logging role)."
   }
 }

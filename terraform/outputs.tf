@@ -112,7 +112,7 @@ output "sagemaker_name_prefix" {
 }
 
 output "airflow_role_arn" {
-  description = "IAM role of the Airflow workers (MWAA execution role or EC2 instance role)."
+  description = "IAM role of self-hosted Airflow workers (EC2 instance role or assumed by a trusted role); not for MWAA."
   value       = aws_iam_role.airflow.arn
 }
 

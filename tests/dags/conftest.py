@@ -54,16 +54,22 @@ def airflow_db():
 
 
 @pytest.fixture(scope="session")
-def moto_server():
-    """One moto server for the session, on 127.0.0.1."""
+def moto_threaded_server():
+    """One moto server for the session, on 127.0.0.1 (the object: tests/iam_recorder.py wraps its application)."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server(moto_threaded_server) -> str:
+    """The session's moto server URL."""
+    host, port = moto_threaded_server.get_host_and_port()
+    return f"http://{host}:{port}"
 
 
 @pytest.fixture
