@@ -228,7 +228,7 @@ def test_create_endpoint_is_checked_on_the_endpoint_config_too(settings):
     resources = {r.resource for r in requests.items if r.action == "sagemaker:CreateEndpoint"}
     prefix = f"arn:aws:sagemaker:{variable('region')}:{ACCOUNT}"
     assert resources == {f"{prefix}:endpoint/{settings.endpoint_name}",
-                         f"{prefix}:endpoint-config/{aws_requests.names(RUN)['endpoint_config']}"}
+                         f"{prefix}:endpoint-config/{aws_requests.names(settings, RUN)['endpoint_config']}"}
 
 
 @pytest.mark.parametrize("statement, request_, decision", [
