@@ -57,3 +57,20 @@ lock: $(VENV)/.installed  ## re-resolve requirements.txt from requirements.in
 
 clean:  ## remove venvs and generated data
 	rm -rf $(VENV) $(LINT_VENV) .kt dist
+
+# The SageMaker training toolkit, as the PyTorch training image runs our sourcedir (tests/test_toolkit_training.py).
+# A venv of its own: sagemaker-training's pins stay out of the app's. Resolve requirements-training.txt with the
+# command in requirements-training.in. sagemaker-training is an sdist with a C extension: it builds with gcc.
+TRAINING_VENV := .venv-training
+
+$(TRAINING_VENV)/.installed: requirements-training.txt $(VENV)/.installed
+	test -x $(TRAINING_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(TRAINING_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(TRAINING_VENV)/bin/python $(TORCH_SOURCE) -r requirements-training.txt
+	touch $@
+
+test: $(TRAINING_VENV)/.installed
+
+clean: clean-training-venv
+
+clean-training-venv:
+	rm -rf $(TRAINING_VENV)
