@@ -8,8 +8,10 @@
   (torch, the serving stack, plotting).
 - ``dist/sourcedir.tar.gz``: SageMaker script mode (``sagemaker_submit_directory``):
   ``kt_train_entry.py`` (``sagemaker_program``) calling ``kt.train.main``, the
-  ``kt`` package, and a ``requirements.txt`` that the training toolkit installs
-  on top of the PyTorch image (which brings torch and numpy).
+  ``kt`` package, and a ``requirements.txt`` that the training toolkit
+  pip-installs on top of the PyTorch image (which brings torch and numpy) before
+  it runs the entry point. tests/test_toolkit_training.py runs the archive under
+  the real toolkit (docs/aws-fidelity.md).
 
 Terraform uploads both (``terraform/s3.tf``). Locally, publishing the sourcedir
 to ``aws_requests.lake_uris(settings)["sourcedir"]`` makes the local runner run
