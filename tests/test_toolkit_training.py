@@ -41,6 +41,7 @@ TOOLKIT_VENV = os.path.join(REPO, ".venv-training")
 TRAIN = os.path.join(TOOLKIT_VENV, "bin", "train")  # the image's command
 PYTORCH_TRAINING_MODULE = "sagemaker_pytorch_container.training:main"  # the PyTorch image's SAGEMAKER_TRAINING_MODULE
 RUN = "2026-12-02-0200"
+JOB_TIMEOUT_S = 300
 # Two epochs of about 70 steps: the interruption after step 3 lands well before the end.
 # lr as "2e-3": the toolkit JSON-decodes every value and passes --lr 0.002.
 HYPERPARAMETERS = {"hidden": 16, "epochs": 2, "batch_size": 16, "max_seq_len": 40, "patience": 5, "threads": 1,
@@ -58,7 +59,7 @@ def _container(base: str, request: dict, sourcedir: str, processed: str) -> None
     """/opt/ml as SageMaker lays it out before the container starts (config files, channels, empty dirs)."""
     config_dir = os.path.join(base, "input", "config")
     os.makedirs(config_dir)
-    for sub in ("model", "output/data", "code"):
+    for sub in ("model", "output/data"):
         os.makedirs(os.path.join(base, sub))
     hyperparameters = {**request["HyperParameters"], "sagemaker_submit_directory": sourcedir}  # in place of s3://
     instance_type = request["ResourceConfig"]["InstanceType"]
@@ -108,7 +109,11 @@ def _start(base: str, request: dict) -> subprocess.Popen:
 
 def _run(base: str, request: dict) -> tuple[int, str]:
     process = _start(base, request)
-    output, _ = process.communicate()
+    try:
+        output, _ = process.communicate(timeout=JOB_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # its own session: pytest would not end it
+        raise
     return process.returncode, output
 
 
