@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import asdict
+from importlib import metadata
 
 import pytest
 import torch
@@ -132,6 +133,15 @@ def _group(pgid: int) -> list[int]:
 
 def _state_dict(base: str) -> dict[str, torch.Tensor]:
     return torch.load(os.path.join(base, "model", "model.pth"), weights_only=True)
+
+
+def test_the_sourcedir_pins_everything_the_entry_point_imports_but_torch():
+    """The toolkit pip-installs requirements.txt over the image, whose versions are not ours (numpy<2 in some)."""
+    distributions = metadata.packages_distributions()
+    imported = package.third_party_imports("train") - {"torch"}
+    assert {distributions[root][0] for root in imported} == set(package.TRAINING_REQUIREMENTS)
+    assert package.requirements() == "".join(f"{name}=={metadata.version(name)}\n"
+                                             for name in package.TRAINING_REQUIREMENTS)
 
 
 @pytest.mark.slow
