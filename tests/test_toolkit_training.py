@@ -19,6 +19,8 @@ container as SageMaker's CheckpointConfig sync would), and the host name
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import re
@@ -36,6 +38,7 @@ import torch
 from kt import aws_requests, package
 from kt.config import Settings
 from kt.train import CHECKPOINT_FILE, parse_hyperparameters
+from kt.train import main as train_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLKIT_VENV = os.path.join(REPO, ".venv-training")
@@ -248,3 +251,22 @@ def test_an_interrupted_entry_point_exits_143_though_the_toolkit_is_gone(sample_
     assert process.wait() == 143
     assert torch.load(f"{root}/checkpoints/{CHECKPOINT_FILE}", weights_only=False)["step_in_epoch"] > 3
     assert not os.path.exists(f"{root}/output/failure")
+
+
+def test_sigterm_during_validation_with_the_toolkit_gone_is_an_interruption(sample_lake, tmp_path, monkeypatch):
+    """The epoch's metric line, printed after the SIGTERM that killed the toolkit, fails: no failure, exit 143."""
+
+    class ClosedPipe(io.TextIOBase):
+        def write(self, text: str) -> int:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # the group's SIGTERM, during validation
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    root = str(tmp_path)
+    args = [f"--{k}={v}" for k, v in {**HYPERPARAMETERS, "checkpoint_every": 20}.items()]
+    code = train_main(["--train", f"{sample_lake}/processed/ednet", "--model-dir", f"{root}/model",
+                       "--checkpoint-dir", f"{root}/checkpoints", "--output-dir", f"{root}/output", *args])
+    assert code == 143
+    assert not os.path.exists(f"{root}/output/failure")
+    last = torch.load(f"{root}/checkpoints/{CHECKPOINT_FILE}", weights_only=False)  # epoch 0's last periodic one
+    assert last["epoch"] == 0 and last["step_in_epoch"] > 0 and last["global_step"] % 20 == 0

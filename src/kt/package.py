@@ -9,7 +9,7 @@
 - ``dist/sourcedir.tar.gz``: SageMaker script mode (``sagemaker_submit_directory``):
   ``kt_train_entry.py`` (``sagemaker_program``) calling ``kt.train.main``, the
   ``kt`` package, and a ``requirements.txt`` that the training toolkit
-  pip-installs on top of the PyTorch image (which brings torch and numpy) before
+  pip-installs on top of the PyTorch image (which brings torch) before
   it runs the entry point. tests/test_toolkit_training.py runs the archive under
   the real toolkit (docs/aws-fidelity.md).
 

@@ -349,6 +349,12 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> dict:
     try:
         trainer.resume()
         result = trainer.run()
+    except BrokenPipeError as e:
+        if not trainer.stop_requested:
+            raise
+        # The same SIGTERM ended the training toolkit, which read our stdout: a metric line printed between the
+        # signal and the next step's check has nowhere to go. The last checkpoint is whole; resume from there.
+        raise Interrupted(f"stdout closed after SIGTERM; resume from {trainer.checkpoint_path}") from e
     finally:
         signal.signal(signal.SIGTERM, previous)
     info = trainer.model_info(result)
