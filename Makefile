@@ -70,6 +70,7 @@ $(TRAINING_VENV)/.installed: requirements-training.txt $(VENV)/.installed
 
 test: $(TRAINING_VENV)/.installed
 
+.PHONY: clean-training-venv
 clean: clean-training-venv
 
 clean-training-venv:
