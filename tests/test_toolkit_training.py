@@ -7,8 +7,8 @@ Here it gets a container filesystem written the way SageMaker writes ``/opt/ml``
 from our CreateTrainingJob request (``kt.aws_requests.training_job``), under
 ``SAGEMAKER_BASE_DIR``, the toolkit's own override of ``/opt/ml``. The toolkit
 extracts ``sourcedir.tar.gz`` (built by ``kt package``) into ``code/``, pip-installs
-its requirements.txt (here with no index: they must already be satisfied, as they
-are in the image) and runs ``kt_train_entry.py`` with the hyperparameters as
+its requirements.txt (here with no index, so they must already be installed; on AWS
+pip downloads them) and runs ``kt_train_entry.py`` with the hyperparameters as
 ``--key value`` arguments and ``SM_*`` variables.
 
 What stays modelled: S3 (the channel is copied into ``input/data/training``, the
@@ -190,7 +190,7 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     members = _group(process.pid)
     waiters = [os.pidfd_open(pid) for pid in members]  # readable once that process has exited
     os.killpg(process.pid, signal.SIGTERM)
-    lines += process.stdout.read()
+    lines.append(process.stdout.read())
     # The toolkit has no SIGTERM handler: it dies of the signal, so it writes neither success nor failure.
     assert process.wait() == -signal.SIGTERM
     assert len(members) >= 2, members  # the toolkit and the entry point
