@@ -143,8 +143,6 @@ def test_the_sourcedir_pins_everything_the_entry_point_imports_but_torch():
     distributions = metadata.packages_distributions()
     imported = package.third_party_imports("train") - {"torch"}
     assert {distributions[root][0] for root in imported} == set(package.TRAINING_REQUIREMENTS)
-    assert package.requirements() == "".join(f"{name}=={metadata.version(name)}\n"
-                                             for name in package.TRAINING_REQUIREMENTS)
 
 
 @pytest.mark.slow
