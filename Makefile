@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 LINT_VENV := .venv-lint
 GLUE_VENV := .venv-glue
+TRAINING_VENV := .venv-training
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 
@@ -41,13 +42,21 @@ $(GLUE_VENV)/.installed: requirements-glue.txt $(VENV)/.installed
 	$(UV) pip install -q --no-deps --compile-bytecode --python $(GLUE_VENV)/bin/python -r requirements-glue.txt
 	touch $@
 
+# The SageMaker training toolkit, as the PyTorch training image runs our sourcedir (tests/test_toolkit_training.py).
+# A venv of its own: sagemaker-training's pins stay out of the app's. Resolve requirements-training.txt with the
+# command in requirements-training.in. sagemaker-training is an sdist with a C extension: it builds with gcc.
+$(TRAINING_VENV)/.installed: requirements-training.txt $(VENV)/.installed
+	test -x $(TRAINING_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(TRAINING_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(TRAINING_VENV)/bin/python $(TORCH_SOURCE) -r requirements-training.txt
+	touch $@
+
 demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students, through the real Airflow DAGs
 	$(VENV)/bin/python -m kt.airflow_demo
 
 demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: python ETL, no DAG runs)
 	$(VENV)/bin/kt demo
 
-test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed  ## run the test suite
+test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed $(TRAINING_VENV)/.installed  ## run the test suite
 	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
 	$(VENV)/bin/python -m pytest -q
 
@@ -64,4 +73,4 @@ lock: $(VENV)/.installed  ## re-resolve requirements.txt from requirements.in
 	$(UV) pip compile -q requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt
 
 clean:  ## remove venvs and generated data
-	rm -rf $(VENV) $(LINT_VENV) $(GLUE_VENV) .kt dist
+	rm -rf $(VENV) $(LINT_VENV) $(GLUE_VENV) $(TRAINING_VENV) .kt dist

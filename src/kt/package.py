@@ -8,8 +8,10 @@
   (torch, the serving stack, plotting).
 - ``dist/sourcedir.tar.gz``: SageMaker script mode (``sagemaker_submit_directory``):
   ``kt_train_entry.py`` (``sagemaker_program``) calling ``kt.train.main``, the
-  ``kt`` package, and a ``requirements.txt`` that the training toolkit installs
-  on top of the PyTorch image (which brings torch and numpy).
+  ``kt`` package, and a ``requirements.txt`` that the training toolkit
+  pip-installs on top of the PyTorch image (which brings torch) before
+  it runs the entry point. tests/test_toolkit_training.py runs the archive under
+  the real toolkit (docs/aws-fidelity.md).
 
 Terraform uploads both (``terraform/s3.tf``). Locally, publishing the sourcedir
 to ``aws_requests.lake_uris(settings)["sourcedir"]`` makes the local runner run
@@ -39,8 +41,9 @@ ENTRY_POINT = "kt_train_entry.py"  # aws_requests.training_job names it as sagem
 # Third-party roots that Glue does not provide: a module importing one (directly or through kt) stays out.
 NOT_ON_GLUE = ("torch", "sagemaker_inference", "starlette", "uvicorn", "httpx", "anyio", "matplotlib", "sklearn",
                "airflow", "moto")
-# What kt.train imports beyond the PyTorch training image (torch, numpy), pinned to the versions tested here.
-TRAINING_REQUIREMENTS = ("pyarrow", "scikit-learn")
+# What kt.train imports besides torch (the image's), pinned to the versions tested here. numpy too: some
+# PyTorch 2.6 training images pinned numpy<2, and pyarrow 26 (which does not declare numpy) fails to import with it.
+TRAINING_REQUIREMENTS = ("numpy", "pyarrow", "scikit-learn")
 FIXED_MTIME = 1577836800  # 2020-01-01T00:00:00Z: archive times that do not change the bytes
 ENTRY_SOURCE = '''"""SageMaker script-mode entry point (sagemaker_program): the training container runs it from /opt/ml/code."""
 
@@ -88,6 +91,28 @@ def glue_modules(package_dir: str = PACKAGE_DIR) -> list[str]:
         return False
 
     return [f"{n}.py" for n in names if not blocked(n, set())]
+
+
+def third_party_imports(module: str, package_dir: str = PACKAGE_DIR) -> set[str]:
+    """Top-level packages beyond the standard library that importing kt.<module> loads (through kt too)."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = ["__init__", module]  # importing kt.<module> runs kt/__init__.py first
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = os.path.join(package_dir, f"{name}.py")
+        if not os.path.exists(path):
+            path = os.path.join(package_dir, name, "__init__.py")  # a subpackage (kt.web)
+        for imported in _module_imports(path):
+            root, _, rest = imported.partition(".")
+            if root == "kt":
+                todo += [rest.split(".")[0]] if rest else []
+            elif root not in sys.stdlib_module_names:
+                found.add(root)
+    return found
 
 
 def _python_files(package_dir: str) -> list[str]:

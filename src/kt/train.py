@@ -4,8 +4,9 @@
     kt train --train .kt/lake/processed/ednet --model-dir /tmp/model --epochs=5
 
 Hyperparameters come from ``/opt/ml/input/config/hyperparameters.json`` (all
-strings, as SageMaker writes them) and/or ``--key=value`` arguments, through
-one parser that converts types and rejects unknown keys. Data is the
+strings, as SageMaker writes them) and/or ``--key=value`` or ``--key value``
+arguments (the training toolkit passes ``--key value``), through one parser
+that converts types and rejects unknown keys. Data is the
 processed prefix (``SM_CHANNEL_TRAINING``); the model directory
 (``SM_MODEL_DIR``) receives model.pth, model.json and code/. Every
 ``checkpoint_every`` steps, and on SIGTERM (a spot interruption), the whole
@@ -348,6 +349,12 @@ def train(hp: Hyperparameters, paths: TrainingPaths) -> dict:
     try:
         trainer.resume()
         result = trainer.run()
+    except BrokenPipeError as e:
+        if not trainer.stop_requested:
+            raise
+        # The same SIGTERM ended the training toolkit, which read our stdout: a metric line printed between the
+        # signal and the next step's check has nowhere to go. The last checkpoint is whole; resume from there.
+        raise Interrupted(f"stdout closed after SIGTERM; resume from {trainer.checkpoint_path}") from e
     finally:
         signal.signal(signal.SIGTERM, previous)
     info = trainer.model_info(result)
@@ -387,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         hp = read_hyperparameters(paths.hyperparameters_file, rest)
         info = train(hp, paths)
     except Interrupted as e:
-        print(f"interrupted: {e}", flush=True)
+        # Through logging, which never raises: under the training toolkit the same SIGTERM has already killed
+        # the toolkit, whose pipes were our stdout and stderr (a print raised BrokenPipeError: exit 1, not 143).
+        log.warning("interrupted: %s", e)
         return INTERRUPTED_EXIT_CODE
     except Exception as e:  # noqa: BLE001 - report any failure to SageMaker, then fail
         write_failure(paths, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
