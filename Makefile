@@ -57,3 +57,22 @@ lock: $(VENV)/.installed  ## re-resolve requirements.txt from requirements.in
 
 clean:  ## remove venvs and generated data
 	rm -rf $(VENV) $(LINT_VENV) .kt dist
+
+# The AWS PyTorch inference image's serving stack (TorchServe, sagemaker-pytorch-inference) for
+# tests/test_toolkit_inference.py and bench/serve.py, in a venv of its own: its pins conflict with the app's.
+TOOLKIT_VENV := .venv-toolkit
+.PHONY: lock-toolkit clean-toolkit
+
+$(TOOLKIT_VENV)/.installed: requirements-toolkit.txt $(VENV)/.installed
+	test -x $(TOOLKIT_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(TOOLKIT_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(TOOLKIT_VENV)/bin/python $(TORCH_SOURCE) -r requirements-toolkit.txt
+	touch $@
+
+test: $(TOOLKIT_VENV)/.installed
+clean: clean-toolkit
+
+lock-toolkit: $(VENV)/.installed  ## re-resolve requirements-toolkit.txt from requirements-toolkit.in
+	$(UV) pip compile -q requirements-toolkit.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements-toolkit.txt
+
+clean-toolkit:
+	rm -rf $(TOOLKIT_VENV)
