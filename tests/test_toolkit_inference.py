@@ -82,3 +82,20 @@ def test_a_body_over_the_payload_limit_is_refused_before_the_handler(toolkit, tw
     assert (reply.status_code, reply.content) == (413, b"")
     reply = twin.post("/invocations", content=body, headers={"Content-Type": "application/json"})
     assert reply.status_code == 413 and reply.json() == {"error": "the body exceeds 6 MB", "field": "body"}
+
+
+def test_an_answer_over_torchserves_response_limit_kills_the_worker(corpus_tar):
+    """TorchServe's max_response_size (6,553,500 bytes unless TS_MAX_RESPONSE_SIZE says otherwise) is a 500.
+
+    A batch answer is about 0.6 KB per user for the tiny model (3.5 KB at 200 skills): set low here so
+    that 100 users cross it. docs/aws-fidelity.md: batch transform payloads on AWS need the setting.
+    """
+    limit = 40_000
+    lines = [json.dumps({"user_id": f"u{i}", "user_sequence": []}) + "\n" for i in range(100)]
+    headers = {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"}
+    with toolkit_serve.running(corpus_tar, environment_vars={"TS_MAX_RESPONSE_SIZE": str(limit)}) as running, \
+            httpx.Client(base_url=running.url, timeout=60) as client:
+        small = client.post("/invocations", content="".join(lines[:10]).encode(), headers=headers)
+        assert small.status_code == 200 and 0 < len(small.content) < limit
+        big = client.post("/invocations", content="".join(lines).encode(), headers=headers)
+        assert big.status_code == 500 and big.json()["message"] == "Worker died."
