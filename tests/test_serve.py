@@ -106,6 +106,20 @@ def test_the_handlers_come_from_the_tarball_and_a_crash_is_a_500_that_keeps_serv
         assert _post(client, {"user_sequence": [ANSWER]}).status_code == 200
 
 
+def test_a_tarball_without_the_manifest_gets_the_toolkits_own_handler_and_its_tracebacks(tiny_model_dir, tmp_path):
+    """Tarballs made before MAR-INF/MANIFEST.json: TorchServe runs the toolkit's handler service, and so does this."""
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(tiny_model_dir, model_dir)
+    shutil.rmtree(os.path.join(model_dir, "MAR-INF"))
+    artifact.pack(model_dir, str(tmp_path / "model.tar.gz"))
+    with serve.running(str(tmp_path / "model.tar.gz")) as running, httpx.Client(base_url=running.url) as client:
+        assert _post(client, {"user_sequence": [ANSWER]}).status_code == 200
+        bad = _post(client, {"user_sequence": [{"skill_id": 1, "correct": 5}]})
+        first, rest = bad.text.split("\n", 1)
+        assert bad.status_code == 400 and json.loads(first)["field"] == "user_sequence[0].correct"
+        assert rest.startswith("Traceback (most recent call last):")
+
+
 def test_a_model_that_cannot_load_fails_at_start(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text("{}")
