@@ -52,7 +52,8 @@ class ContractTransformer(Transformer):
     """The toolkit's Transformer, answering errors with the contract's body and no traceback."""
 
     @staticmethod
-    def handle_error(context, inference_exception, trace):
+    def handle_error(context, inference_exception: BaseInferenceToolkitError, trace: str) -> list[str]:
+        """Status and phrase as the toolkit sets them (a 5xx's phrase names no cause), the body alone, JSON."""
         if inference_exception.status_code >= 500:
             log.error("invocation failed: %s\n%s", inference_exception.message, trace)
         phrase = inference_exception.phrase if inference_exception.status_code < 500 else INTERNAL_ERROR
@@ -60,7 +61,7 @@ class ContractTransformer(Transformer):
         context.set_response_content_type(0, JSON)
         return [error_body(inference_exception)]
 
-    def transform(self, data, context):
+    def transform(self, data: list[dict], context) -> list:
         """The toolkit's transform, after refusing a body that its UTF-8 decoding would turn into a 500."""
         properties = context.request_processor[0].get_request_properties()
         if utils.retrieve_content_type_header(properties) in content_types.UTF8_TYPES:
@@ -82,7 +83,7 @@ class HandlerService(DefaultHandlerService):
 _service = HandlerService()
 
 
-def handle(data, context):
+def handle(data: list[dict] | None, context) -> list | None:
     """TorchServe's function entry point: called with no data once per worker to load, then once per request."""
     if data is None:
         _service.initialize(context)
