@@ -5,6 +5,7 @@ VENV := .venv
 LINT_VENV := .venv-lint
 GLUE_VENV := .venv-glue
 TRAINING_VENV := .venv-training
+TOOLKIT_VENV := .venv-toolkit
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 
@@ -16,7 +17,7 @@ else
 TORCH_SOURCE := --find-links $(TORCH_WHEELS)
 endif
 
-.PHONY: demo demo-fast test lint lock package api clean help
+.PHONY: demo demo-fast test lint lock lock-toolkit package api clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,13 +51,20 @@ $(TRAINING_VENV)/.installed: requirements-training.txt $(VENV)/.installed
 	$(UV) pip install -q --compile-bytecode --python $(TRAINING_VENV)/bin/python $(TORCH_SOURCE) -r requirements-training.txt
 	touch $@
 
+# The AWS PyTorch inference image's serving stack (TorchServe, sagemaker-pytorch-inference) for
+# tests/test_toolkit_inference.py and bench/serve.py, in a venv of its own: its pins conflict with the app's.
+$(TOOLKIT_VENV)/.installed: requirements-toolkit.txt $(VENV)/.installed
+	test -x $(TOOLKIT_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(TOOLKIT_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(TOOLKIT_VENV)/bin/python $(TORCH_SOURCE) -r requirements-toolkit.txt
+	touch $@
+
 demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students, through the real Airflow DAGs
 	$(VENV)/bin/python -m kt.airflow_demo
 
 demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: python ETL, no DAG runs)
 	$(VENV)/bin/kt demo
 
-test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed $(TRAINING_VENV)/.installed  ## run the test suite
+test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed $(TRAINING_VENV)/.installed $(TOOLKIT_VENV)/.installed  ## run the test suite
 	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
 	$(VENV)/bin/python -m pytest -q
 
@@ -72,5 +80,8 @@ lint: $(LINT_VENV)/.installed  ## checkov on terraform/
 lock: $(VENV)/.installed  ## re-resolve requirements.txt from requirements.in
 	$(UV) pip compile -q requirements.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements.txt
 
+lock-toolkit: $(VENV)/.installed  ## re-resolve requirements-toolkit.txt from requirements-toolkit.in
+	$(UV) pip compile -q requirements-toolkit.in --python-version 3.11 $(TORCH_SOURCE) --no-header -o requirements-toolkit.txt
+
 clean:  ## remove venvs and generated data
-	rm -rf $(VENV) $(LINT_VENV) $(GLUE_VENV) $(TRAINING_VENV) .kt dist
+	rm -rf $(VENV) $(LINT_VENV) $(GLUE_VENV) $(TRAINING_VENV) $(TOOLKIT_VENV) .kt dist

@@ -9,7 +9,10 @@ a keep-alive client, one at a time.
 
 1. Latency of ``POST /invocations`` (application/json) for histories of 10,
    100 and 500 answers: p50 and p99 (and of ``GET /ping``, the HTTP round trip
-   alone). Target: p99 < 50 ms at 500 answers.
+   alone). Target: p99 < 50 ms at 500 answers. Then the same requests through
+   the AWS PyTorch inference image's serving stack (``kt.toolkit_serve``:
+   sagemaker-pytorch-inference starting TorchServe, one worker, from
+   ``.venv-toolkit``), right after, on the same tarball (--no-toolkit skips it).
 2. Batch throughput: one MultiRecord JSON Lines payload of users with
    100-answer histories (what the transform agent sends), in users/s, against
    the bound measured in this process: a bare ``nn.LSTM`` forward (same sizes,
@@ -41,11 +44,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "src"))
 
-from kt import artifact, serve  # noqa: E402
+from kt import artifact, serve, toolkit_serve  # noqa: E402
 from kt.model import DKT, DKTConfig  # noqa: E402
 from kt.topics import TOPICS  # noqa: E402
 
 SKILLS = 200  # the seed's model
+LENGTHS = (10, 100, 500)
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -90,6 +94,23 @@ def latency(client: httpx.Client, bodies: list[bytes], warmup: int) -> list[floa
     return times
 
 
+def measure_latency(client: httpx.Client, bodies: dict[int, list[bytes]], requests: int) -> dict:
+    """p50 and p99 of GET /ping (the HTTP round trip alone) and of POST /invocations per history length, in ms."""
+    figures = {}
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.get("/ping").raise_for_status()
+        times.append(time.perf_counter() - started)
+    figures["ping"] = {"p50": percentile(times, 0.5) * 1000, "p99": percentile(times, 0.99) * 1000}
+    print(f"   GET /ping:    p50 {figures['ping']['p50']:6.1f} ms   p99 {figures['ping']['p99']:6.1f} ms", flush=True)
+    for n, length_bodies in bodies.items():
+        times = latency(client, length_bodies, warmup=20)
+        figures[n] = {"p50": percentile(times, 0.50) * 1000, "p99": percentile(times, 0.99) * 1000}
+        print(f"   {n:>4} answers: p50 {figures[n]['p50']:6.1f} ms   p99 {figures[n]['p99']:6.1f} ms", flush=True)
+    return figures
+
+
 @torch.no_grad()
 def lstm_bound(users: int, length: int, hidden: int, layers: int, repeats: int) -> float:
     """Users/s of a bare nn.LSTM forward over one padded (users, length, hidden) tensor."""
@@ -111,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the endpoint and the bound")
+    parser.add_argument("--no-toolkit", dest="toolkit", action="store_false",
+                        help="skip the latency through the real toolkit (TorchServe)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -126,23 +149,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.layers} layers, {args.threads} torch thread(s)", flush=True)
             figures["memory_start"] = memory(pid)
 
-            print(f"\n1. latency of POST /invocations ({args.requests} sequential requests each)")
-            figures["latency_ms"] = {}
-            times = []
-            for _ in range(args.requests):  # the HTTP round trip alone, for scale
-                started = time.perf_counter()
-                client.get("/ping").raise_for_status()
-                times.append(time.perf_counter() - started)
-            figures["latency_ms"]["ping"] = {"p50": percentile(times, 0.5) * 1000, "p99": percentile(times, 0.99) * 1000}
-            print(f"   GET /ping:    p50 {figures['latency_ms']['ping']['p50']:6.1f} ms   "
-                  f"p99 {figures['latency_ms']['ping']['p99']:6.1f} ms", flush=True)
-            for n in (10, 100, 500):
-                bodies = [json.dumps({"user_sequence": history(rng, n, SKILLS)}).encode()
-                          for _ in range(args.requests + 20)]
-                times = latency(client, bodies, warmup=20)
-                p50, p99 = percentile(times, 0.50) * 1000, percentile(times, 0.99) * 1000
-                figures["latency_ms"][n] = {"p50": p50, "p99": p99}
-                print(f"   {n:>4} answers: p50 {p50:6.1f} ms   p99 {p99:6.1f} ms", flush=True)
+            print(f"\n1. latency of POST /invocations, kt endpoint serve ({args.requests} sequential requests each)")
+            bodies = {n: [json.dumps({"user_sequence": history(rng, n, SKILLS)}).encode()
+                          for _ in range(args.requests + 20)] for n in LENGTHS}
+            figures["latency_ms"] = measure_latency(client, bodies, args.requests)
+            if args.toolkit:
+                print("\n1b. the same requests through the real toolkit (sagemaker-pytorch-inference and TorchServe, "
+                      "requirements-toolkit.txt)")
+                with toolkit_serve.running(tar, environment_vars=env) as real, \
+                        httpx.Client(base_url=real.url, timeout=600) as toolkit_client:
+                    figures["toolkit_latency_ms"] = measure_latency(toolkit_client, bodies, args.requests)
+                print(f"   p99 at 500 answers: kt endpoint serve {figures['latency_ms'][500]['p99']:.1f} ms, "
+                      f"real toolkit {figures['toolkit_latency_ms'][500]['p99']:.1f} ms", flush=True)
 
             print(f"\n2. batch: {args.batch_users} users x 100 answers in one JSON Lines payload")
             payload = "".join(json.dumps({"user_id": f"u{i}", "as_of": "2026-11-24T10:00:00.000Z",

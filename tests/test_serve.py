@@ -12,6 +12,7 @@ import sys
 import httpx
 import pytest
 
+from endpoint_corpus import BAD
 from kt import artifact, serve
 from kt.aws import free_port
 
@@ -61,29 +62,13 @@ def test_batch_transform_asks_for_execution_parameters(endpoint):
         "MaxConcurrentTransforms": 1, "BatchStrategy": "MultiRecord", "MaxPayloadInMB": 1}
 
 
-@pytest.mark.parametrize("body,content_type,headers,status,error,field", [
-    (b"{oops", "application/json", {}, 400, "malformed JSON", "body"),
-    (b"\xff\xfe", "application/json", {}, 400, "not UTF-8", "body"),
-    ({"user_sequence": []}, "text/csv", {}, 415, "unsupported content type", "Content-Type"),
-    ({"user_sequence": []}, "application/json", {"Accept": "text/html"}, 406, "unsupported accept type", "Accept"),
-    ([1, 2], "application/json", {}, 400, "must be a JSON object", "body"),
-    ({"user": "x"}, "application/json", {}, 400, "user_sequence is required", "user_sequence"),
-    ({"user_sequence": [{"skill_id": 1}]}, "application/json", {}, 400, "correct is required",
-     "user_sequence[0].correct"),
-    ({"user_sequence": [{"skill_id": 1, "correct": 3}]}, "application/json", {}, 400, "correct must be 0 or 1",
-     "user_sequence[0].correct"),
-    ({"user_sequence": [{"skill_id": 777, "correct": 1}, {"skill_id": 555, "correct": 1}]}, "application/json", {},
-     400, "unknown skill ids: [555, 777]", "user_sequence[0].skill_id"),
-    ({"user_sequence": [ANSWER] * 10_001}, "application/json", {}, 413, "the limit is 10000", "user_sequence"),
-    ({"user_sequence": [], "state": {"model_version": "old", "answers": 0, "skills": [], "lstm": ""}},
-     "application/json", {}, 409, "state was computed by model 'old'", "state.model_version"),
-])
-def test_each_bad_request_gets_its_4xx_and_a_json_body_naming_the_field(endpoint, body, content_type, headers, status,
-                                                                        error, field):
-    reply = _post(endpoint, body, content_type, **headers)
-    assert reply.status_code == status
-    assert reply.headers["content-type"].startswith("application/json")
-    assert error in reply.json()["error"] and reply.json()["field"] == field
+@pytest.mark.parametrize("case", BAD, ids=lambda c: c.name)
+def test_each_bad_request_gets_its_4xx_and_a_json_body_naming_the_field(endpoint, case):
+    reply = endpoint.post("/invocations", content=case.body, headers=case.headers())
+    assert reply.status_code == case.status
+    assert reply.headers["content-type"] == "application/json"
+    assert set(reply.json()) == {"error", "field"}  # the whole body: no traceback
+    assert case.error in reply.json()["error"] and reply.json()["field"] == case.field
     assert endpoint.get("/ping").status_code == 200  # and the worker is still there
 
 
@@ -119,6 +104,20 @@ def test_the_handlers_come_from_the_tarball_and_a_crash_is_a_500_that_keeps_serv
         assert crash.status_code == 500
         assert crash.json() == {"error": "internal error in the model handler", "field": None}  # no traceback
         assert _post(client, {"user_sequence": [ANSWER]}).status_code == 200
+
+
+def test_a_tarball_without_the_manifest_gets_the_toolkits_own_handler_and_its_tracebacks(tiny_model_dir, tmp_path):
+    """Tarballs made before MAR-INF/MANIFEST.json: TorchServe runs the toolkit's handler service, and so does this."""
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(tiny_model_dir, model_dir)
+    shutil.rmtree(os.path.join(model_dir, "MAR-INF"))
+    artifact.pack(model_dir, str(tmp_path / "model.tar.gz"))
+    with serve.running(str(tmp_path / "model.tar.gz")) as running, httpx.Client(base_url=running.url) as client:
+        assert _post(client, {"user_sequence": [ANSWER]}).status_code == 200
+        bad = _post(client, {"user_sequence": [{"skill_id": 1, "correct": 5}]})
+        first, rest = bad.text.split("\n", 1)
+        assert bad.status_code == 400 and json.loads(first)["field"] == "user_sequence[0].correct"
+        assert rest.startswith("Traceback (most recent call last):")
 
 
 def test_a_model_that_cannot_load_fails_at_start(tmp_path):

@@ -3,6 +3,9 @@
 ``code/`` follows the PyTorch inference container convention: ``inference.py``
 (the four handler functions) and ``requirements.txt``. The handlers live in the
 ``kt`` package, so the few modules serving needs are bundled as ``code/kt/``.
+``MAR-INF/MANIFEST.json`` (TorchServe's model-archive manifest) names the handler
+service TorchServe runs in the PyTorch inference container: ``kt.handler_service``,
+the toolkit's, answering errors by the contract.
 """
 
 from __future__ import annotations
@@ -17,13 +20,19 @@ import torch
 
 from kt import lake
 
-SERVING_MODULES = ("__init__.py", "model.py", "mastery.py", "topics.py", "calibration.py", "inference.py")
+SERVING_MODULES = ("__init__.py", "model.py", "mastery.py", "topics.py", "calibration.py", "inference.py",
+                   "handler_service.py")
 INFERENCE_SHIM = '''"""SageMaker PyTorch serving entry point: the handlers live in the bundled kt package."""
 
 from kt.inference import input_fn, model_fn, output_fn, predict_fn  # noqa: F401
 '''
 # The PyTorch inference containers ship torch, numpy and sagemaker-inference already.
 SERVING_REQUIREMENTS = ""
+# TorchServe reads a model directory's handler from here (the fields its archive validation needs);
+# the model name and version are the ones the container registers ("model", "1.0").
+MANIFEST_PATH = os.path.join("MAR-INF", "MANIFEST.json")
+MANIFEST = {"runtime": "python", "model": {"modelName": "model", "modelVersion": "1.0",
+                                           "handler": "kt.handler_service:handle"}}
 
 
 def write_model_dir(model_dir: str, state_dict: dict, info: dict) -> None:
@@ -36,6 +45,9 @@ def write_model_dir(model_dir: str, state_dict: dict, info: dict) -> None:
         f.write(INFERENCE_SHIM)
     with open(os.path.join(model_dir, "code", "requirements.txt"), "w") as f:
         f.write(SERVING_REQUIREMENTS)
+    os.makedirs(os.path.join(model_dir, "MAR-INF"), exist_ok=True)
+    with open(os.path.join(model_dir, MANIFEST_PATH), "w") as f:
+        json.dump(MANIFEST, f, indent=1)
     package_dir = os.path.dirname(os.path.abspath(__file__))
     for name in SERVING_MODULES:
         shutil.copyfile(os.path.join(package_dir, name), os.path.join(model_dir, "code", "kt", name))

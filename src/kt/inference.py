@@ -170,7 +170,8 @@ def parse_request(payload: object, known: dict[int, int] | None, where: str = ""
                        return_state or state is not None)
 
 
-def _decode(body: bytes | str) -> str:
+def decode_text(body: bytes | bytearray | str) -> str:
+    """The body as text, or a 400 naming it (also the handler service's check before the toolkit decodes)."""
     try:
         return body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
     except UnicodeDecodeError as e:
@@ -184,7 +185,7 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> dic
         raise RequestError(
             f"unsupported content type {request_content_type!r}; use {JSON} or {JSON_LINES}", "Content-Type", 415
         )
-    text = _decode(request_body)
+    text = decode_text(request_body)
     if content_type == JSON:
         try:
             payload = json.loads(text)

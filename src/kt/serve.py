@@ -7,17 +7,23 @@
 Loading follows the PyTorch inference container: the tarball is extracted to
 ``<base>/model`` (``SAGEMAKER_BASE_DIR``), and the server runs in a fresh
 Python process whose path starts with ``<base>/model/code`` (``PYTHONPATH``,
-as the container sets it). That process imports the module that
+as the container sets it). That process loads the handler TorchServe would
+run: the one the tarball's ``MAR-INF/MANIFEST.json`` names (``kt.handler_service``,
+the inference toolkit's handler service and Transformer), else the toolkit's
+``DefaultHandlerService``. The handler imports the module that
 ``SAGEMAKER_PROGRAM`` names (``inference.py``, the default) and calls its
 ``model_fn`` once per worker, so the handlers and the ``kt`` modules they
 import are the tarball's, never this checkout's. This file runs there as a
 plain script (``python -P``) and imports nothing from ``kt``.
 
-Each invocation runs ``input_fn -> predict_fn -> output_fn`` as the inference
-toolkit's Transformer does, one at a time per worker, off the event loop (so
-``/ping`` answers during a long batch). The toolkit's error types keep their
-status and body (``{"error", "field"}`` from ``RequestError``); anything else
-is a 500 without a traceback in the body. The server is uvicorn (Starlette app).
+Each invocation goes to the handler with a context shaped like TorchServe's
+(request headers in, status and content type out), one at a time per worker,
+off the event loop (so ``/ping`` answers during a long batch); status, body and
+content type are the handler's. What the handler never sees is this file's:
+the payload limit (a 413 before the body is read), ``/execution-parameters``
+and the routes. tests/test_toolkit_inference.py holds every request of the
+validation corpus against the real toolkit under TorchServe. The server is
+uvicorn (Starlette app).
 """
 
 from __future__ import annotations
@@ -37,12 +43,12 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import uvicorn
 from sagemaker_inference import environment
-from sagemaker_inference.errors import BaseInferenceToolkitError
+from sagemaker_inference.default_handler_service import DefaultHandlerService
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -50,49 +56,68 @@ from starlette.routing import Route
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
 DEFAULT_MAX_PAYLOAD_MB = 6  # InvokeEndpoint's limit; batch transform raises it with MaxPayloadInMB
 STARTUP_TIMEOUT_S = 180.0  # torch import + model_fn on a busy machine
 STOP_TIMEOUT_S = 30.0
 
 
+class Context:
+    """What TorchServe hands a handler, reduced to what the inference toolkit uses: one per worker, as TorchServe's."""
+
+    def __init__(self, model_dir: str):
+        self.system_properties = {"model_dir": model_dir}
+        self.request_processor = [self]
+        self.headers: dict[str, str] = {}
+        self.status: tuple[int, str] | None = None
+        self.content_type: str | None = None
+
+    def start(self, headers: dict[str, str]) -> None:
+        self.headers, self.status, self.content_type = headers, None, None
+
+    def get_request_properties(self) -> dict[str, str]:
+        return self.headers
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:  # noqa: ARG002
+        self.status = (code, phrase)
+
+    def set_response_content_type(self, idx: int, value: str) -> None:  # noqa: ARG002
+        self.content_type = value
+
+
 @dataclass
 class Handler:
-    """The user module's four functions and the model its model_fn returned."""
+    """The handler's entry point (TorchServe's ``handle(data, context)``) and its context."""
 
-    input_fn: object
-    predict_fn: object
-    output_fn: object
-    model: object
-    default_accept: str
+    entry: Callable[[list[dict] | None, Context], list | None]
+    context: Context
 
-    def transform(self, body: bytes, content_type: str | None, accept: str | None) -> tuple[str | bytes, str]:
-        if not accept or accept == "*/*":
-            accept = self.default_accept
-        data = self.input_fn(body, content_type)
-        return self.output_fn(self.predict_fn(data, self.model), accept), accept
+    def invoke(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+        self.context.start(headers)
+        (out,) = self.entry([{"body": body}], self.context)
+        status = self.context.status[0] if self.context.status else 200
+        return status, out.encode("utf-8") if isinstance(out, str) else bytes(out), self.context.content_type
 
 
 def load_handler() -> Handler:
-    """Import SAGEMAKER_PROGRAM from the code directory on sys.path and call model_fn once, as the container does."""
-    env = environment.Environment()
-    module = importlib.import_module(env.module_name)
-    missing = [f for f in ("model_fn", "input_fn", "predict_fn", "output_fn") if not hasattr(module, f)]
-    if missing:
-        raise RuntimeError(f"{module.__file__} lacks {', '.join(missing)}")
-    log.info("handlers from %s, model from %s", module.__file__, environment.model_dir)
-    return Handler(module.input_fn, module.predict_fn, module.output_fn, module.model_fn(environment.model_dir),
-                   env.default_accept)
+    """Import the handler the manifest names (as TorchServe does) and let it load the model once."""
+    manifest = os.path.join(environment.model_dir, "MAR-INF", "MANIFEST.json")
+    handler = None
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            handler = json.load(f).get("model", {}).get("handler")
+    if handler:
+        module_name, _, function = handler.partition(":")
+        entry = getattr(importlib.import_module(module_name), function or "handle")
+    else:
+        service = DefaultHandlerService()
 
+        def entry(data, context):
+            return service.initialize(context) if data is None else service.handle(data, context)
 
-def _error_body(e: BaseInferenceToolkitError) -> bytes:
-    """RequestError's message is already the JSON body; other toolkit errors get wrapped."""
-    try:
-        if isinstance(json.loads(e.message), dict):
-            return e.message.encode("utf-8")
-    except (TypeError, ValueError):
-        pass
-    return json.dumps({"error": str(e.message), "field": None}).encode("utf-8")
+    log.info("handler %s, model from %s", handler or "the toolkit's DefaultHandlerService", environment.model_dir)
+    context = Context(environment.model_dir)
+    entry(None, context)
+    return Handler(entry, context)
 
 
 def create_app() -> Starlette:
@@ -120,18 +145,14 @@ def create_app() -> Starlette:
                 return _too_large(max_bytes)
             chunks.append(chunk)
         body = b"".join(chunks)
+        headers = {k.title(): v for k, v in request.headers.items()}  # TorchServe passes every header
         loop = asyncio.get_running_loop()
         try:
-            out, accept = await loop.run_in_executor(executor, handler.transform, body,
-                                                     request.headers.get("content-type"), request.headers.get("accept"))
-        except BaseInferenceToolkitError as e:
-            if e.status_code >= 500:
-                log.error("invocation failed: %s", e.message)
-            return Response(_error_body(e), status_code=e.status_code, media_type=JSON)
-        except Exception:  # noqa: BLE001 - a bug, not bad input: log it, answer 500, keep serving
+            status, out, content_type = await loop.run_in_executor(executor, handler.invoke, body, headers)
+        except Exception:  # noqa: BLE001 - the handler's own failure (it answers errors itself): keep serving
             log.exception("invocation failed")
             return JSONResponse({"error": "internal error in the model handler", "field": None}, status_code=500)
-        return Response(out, media_type=accept)
+        return Response(out, status_code=status, media_type=content_type)
 
     return Starlette(routes=[
         Route("/ping", ping, methods=["GET"]),
