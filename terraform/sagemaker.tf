@@ -18,9 +18,13 @@ resource "aws_sagemaker_model" "this" {
   primary_container {
     image          = local.inference_image_uri
     model_data_url = var.model_data_url
-    environment    = {
+    # The same as kt.aws_requests.model_environment (tests/test_promotion_parity.py): TorchServe's default
+    # response limit (6,553,500 bytes) would kill the worker on a large batch transform answer.
+    environment = {
       SAGEMAKER_PROGRAM          = "inference.py"
       SAGEMAKER_SUBMIT_DIRECTORY = "/opt/ml/model/code"
+      SAGEMAKER_REGION           = var.region
+      TS_MAX_RESPONSE_SIZE       = "104857600"
     }
   }
 }

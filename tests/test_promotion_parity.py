@@ -353,3 +353,14 @@ def test_the_name_prefix_rule_is_the_same_in_terraform_and_kt_config():
     assert len(terraform_endpoint_config(longest)["EndpointConfigName"]) == 63
     settings = load_settings(environ={"KT_RUNTIME": "aws"}, ssm=longest.ssm_config())
     assert max(len(n) for n in aws_requests.names(settings, RUN).values()) <= 63
+
+
+@pytest.mark.parametrize("case", list(PLANS))
+def test_promoted_models_run_with_terraforms_container_environment(case):
+    """The model dkt_train creates gets the container environment of Terraform's (TorchServe's response limit included)."""
+    plan = Plan(**PLANS[case])
+    terraform = plan.block(declared("resource")["aws_sagemaker_model.this"])["primary_container"][0]["environment"]
+    _, settings = dag_endpoint_config(plan)
+    dag = aws_requests.model(settings, RUN, "s3://b/models/x/model.tar.gz")["PrimaryContainer"]["Environment"]
+    assert dag == terraform
+    assert int(dag["TS_MAX_RESPONSE_SIZE"]) == aws_requests.MAX_RESPONSE_BYTES

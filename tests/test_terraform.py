@@ -862,6 +862,20 @@ def test_post_mastery_passes_the_models_4xx_through():
     assert json.loads(no_endpoint["body"])["field"] is None
 
 
+def test_post_mastery_hides_what_the_model_server_itself_answers():
+    """TorchServe's own replies (a dead worker's 500, the 413 of its response limit, empty) never reach clients."""
+    worker_died, empty_413 = render_vtl([
+        {"file": "post_mastery_error.vtl", "body": {
+            "ErrorCode": "SERVER_ERROR_FROM_MODEL", "OriginalStatusCode": 500,
+            "OriginalMessage": json.dumps({"code": 500, "type": "InternalServerException", "message": "Worker died."})}},
+        {"file": "post_mastery_error.vtl", "body": {
+            "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": 413, "OriginalMessage": ""}},
+    ])  # fmt: skip
+    for reply in (worker_died, empty_413):
+        assert reply["status"] == 502
+        assert json.loads(reply["body"]) == {"error": "the model failed to answer", "field": None}
+
+
 # AWS provider schema: argument and block names from the CDKTF bindings (AWS provider 6.25)
 
 

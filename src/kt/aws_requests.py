@@ -21,6 +21,7 @@ CAPTURE_MODES = ("Input", "Output")
 CAPTURE_JSON_CONTENT_TYPES = ["application/json"]
 MAX_RUNTIME_S = 4 * 3600
 MAX_WAIT_S = 8 * 3600  # spot: how long to wait for capacity, including the run
+MAX_RESPONSE_BYTES = 100 * 1024 * 1024  # TorchServe's response limit in the container: batch transform's MaxPayloadInMB ceiling
 # The training job's MetricDefinitions: they capture the lines kt.train prints, e.g.
 # "epoch=2; train_loss=0.61234; valid_auc=0.77120; valid_ece=0.01000; interactions_per_s=45012;".
 # Here rather than in kt.train so that building requests (DAG files) does not import torch.
@@ -104,6 +105,20 @@ def training_job(settings: Settings, run: str, hyperparameters: dict[str, object
     return request
 
 
+def model_environment(settings: Settings) -> dict[str, str]:
+    """The inference container's environment, the same as Terraform's aws_sagemaker_model (tests/test_promotion_parity.py).
+
+    TS_MAX_RESPONSE_SIZE: TorchServe's default (6,553,500 bytes) kills the worker on a larger answer, which a
+    batch transform payload of MaxPayloadInMB can produce; raised to batch transform's own ceiling (100 MB).
+    """
+    return {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        "SAGEMAKER_REGION": settings.region,
+        "TS_MAX_RESPONSE_SIZE": str(MAX_RESPONSE_BYTES),
+    }
+
+
 def model(settings: Settings, run: str, model_data_url: str) -> dict:
     """CreateModel: the PyTorch inference image with our model.tar.gz (handlers in code/)."""
     return {
@@ -111,7 +126,7 @@ def model(settings: Settings, run: str, model_data_url: str) -> dict:
         "PrimaryContainer": {
             "Image": settings.inference_image_uri,
             "ModelDataUrl": model_data_url,
-            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_REGION": settings.region},
+            "Environment": model_environment(settings),
         },
         "ExecutionRoleArn": settings.sagemaker_role_arn,
         "Tags": [{"Key": "project", "Value": "pythagoras-kt"}],
