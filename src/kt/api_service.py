@@ -1,13 +1,12 @@
 """The mastery service: what the API's routes do, without HTTP (kt-history, kt-mastery, the lake, the endpoint).
 
-Bayesian rows never replace newer evidence. A Bayesian write replaces a
-Bayesian row with an older last answer, or the same last answer and fewer
-answers (a late answer arriving out of order). It never replaces a DKT row
-while DKT is enabled (the nightly refresh owns it; live DKT is
-``POST /api/kt/mastery``); with DKT disabled it replaces a DKT row whose
-``as_of`` is strictly older. The refresh's own condition
-(``kt.dynamo.MASTERY_CONDITION``) lets a DKT row replace a Bayesian row with
-the same or an older ``as_of``.
+Phase 1 as on AWS: ``record_answer`` sends ``kt.dynamo.answer_transaction``,
+the request API Gateway's template sends, so an answer is stored once per
+(user_id, answer_id) and counted once in the counters of the user's kt-mastery
+row; ``current`` answers GET from that one row as get_mastery_response.vtl
+does (``get_body``). DKT rows are written by the nightly refresh over the same
+row (an UpdateItem: the counters stay); Bayesian estimates are never written,
+only computed from the counters, so they can never replace a DKT row.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kt import aws, bayes, dynamo, lake, refresh, tutor
-from kt.api_validation import ANSWER_FIELDS, JSON, _parse_mastery_request
+from kt.api_validation import ANSWER_FIELDS, JSON, ApiError, _parse_mastery_request
 from kt.config import Settings
 from kt.mastery import response as mastery_response
-from kt.topics import DEFAULT_SKILL_TOPICS, OTHER_TOPIC
+from kt.topics import DEFAULT_SKILL_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +40,11 @@ ENDPOINT_TIMEOUT_S = 2.0
 MAX_THREADS = 40  # blocking AWS calls at once (anyio's default); bench/api.py --api-threads compares others
 BAYES_MODEL_VERSION = f"bayes-beta-{bayes.PRIOR_A:g}-{bayes.PRIOR_B:g}"
 GET_FIELDS = (
-    "user_id", "mastery", "topic_mastery", "next_skill_recommendation", "predicted_accuracy",
+    "user_id", "mastery", "topic_mastery", "answers_by_topic", "next_skill_recommendation", "predicted_accuracy",
     "model_version", "source", "as_of", "updated_at", "n_interactions",
 )  # fmt: skip
 
-# See the module docstring: the Bayesian row's ordering against Bayesian and DKT rows.
-_BAYES_OVER_BAYES = "(#source = :bayes AND (as_of < :as_of OR (as_of = :as_of AND n_interactions < :n)))"
-BAYES_CONDITION_DKT_ENABLED = f"attribute_not_exists(user_id) OR {_BAYES_OVER_BAYES}"
-BAYES_CONDITION_DKT_DISABLED = f"{BAYES_CONDITION_DKT_ENABLED} OR (#source = :dkt AND as_of < :as_of)"
+CONFLICT_ERROR = "answer_id was already stored with another skill_id, correct or content_id"
 
 BATCH_FILE = re.compile(r"/inference/batch/([^/]+)/(input|output)/[^/]+$")
 
@@ -148,9 +144,10 @@ def dkt_rows_from_lake(lake_root: str, updated_at: str) -> list[dict]:
 def rebuild_from_lake(settings: Settings, client: Any) -> dict:
     """Load the lake's answers into kt-history and its transform outputs into kt-mastery (idempotent)."""
     answers = refresh.sync_history(client, settings.history_table, settings.lake)
+    counted = dynamo.set_bayes_counters(client, settings.history_table, settings.mastery_table)
     rows = dkt_rows_from_lake(settings.lake, _now_iso())
     written = dynamo.write_mastery(client, settings.mastery_table, rows).written
-    return {"answers": answers, "dkt_rows": len(rows), "dkt_rows_written": written}
+    return {"answers": answers, "users_counted": counted, "dkt_rows": len(rows), "dkt_rows_written": written}
 
 
 # Mastery
@@ -160,18 +157,15 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _answered_at(history_item: dict) -> str:
-    return history_item["ts"].split("#", 1)[0]
-
-
-def get_body(row: dict) -> dict:
-    """A kt-mastery row as GET answers it: the fields, order and defaults of get_mastery_response.vtl."""
+def dkt_body(row: dict, skill_topics: dict[int, str]) -> dict:
+    """A DKT kt-mastery row as GET answers it (get_mastery_response.vtl); answers_by_topic from its counters."""
     nxt = row.get("next_skill_recommendation")
     accuracy = row.get("predicted_accuracy")
     return {
         "user_id": row["user_id"],
         "mastery": {str(s): float(p) for s, p in row.get("mastery", {}).items()},
         "topic_mastery": {str(t): float(p) for t, p in row.get("topic_mastery", {}).items()},
+        "answers_by_topic": bayes.estimate(dynamo.skill_counts(row), [], skill_topics)["answers_by_topic"],
         "next_skill_recommendation": None if nxt is None else int(nxt),
         "predicted_accuracy": None if accuracy is None else float(accuracy),
         "model_version": row.get("model_version", ""),
@@ -180,6 +174,28 @@ def get_body(row: dict) -> dict:
         "updated_at": row.get("updated_at", ""),
         "n_interactions": int(row.get("n_interactions", 0)),
     }
+
+
+def bayes_body(row: dict, catalog: Catalog) -> dict | None:
+    """The Bayesian estimate computed from a kt-mastery row's counters (get_mastery_response.vtl); None: no answer.
+
+    as_of and updated_at are the last counted answer's answered_at: the estimate is computed at every read.
+    """
+    if not row.get(dynamo.BAYES_N):
+        return None
+    numbers = bayes.estimate(dynamo.skill_counts(row), list(catalog.skill_ids), catalog.skill_topics)
+    as_of = row.get(dynamo.BAYES_AS_OF, "")
+    return {"user_id": row["user_id"], **{k: numbers[k] for k in GET_FIELDS[1:6]}, "model_version": BAYES_MODEL_VERSION,
+            "source": "bayes", "as_of": as_of, "updated_at": as_of, "n_interactions": int(row[dynamo.BAYES_N])}
+
+
+def get_body(row: dict | None, catalog: Catalog, dkt_enabled: bool) -> dict | None:
+    """GET's body for a kt-mastery row (None: 404): its DKT row when DKT is enabled, else its Bayesian estimate."""
+    if row is None:
+        return None
+    if dkt_enabled and row.get("source") == "dkt":
+        return dkt_body(row, catalog.skill_topics)
+    return bayes_body(row, catalog)
 
 
 def _client_config(**overrides: Any) -> Config:
@@ -227,62 +243,42 @@ class MasteryService:
     def stored_row(self, user_id: str) -> dict | None:
         return dynamo.get_mastery(self.dynamodb, self.settings.mastery_table, user_id)
 
-    def bayes_row(self, user_id: str, history: list[dict]) -> dict:
-        """The Bayesian estimate from a user's whole history, as a kt-mastery row (source bayes)."""
-        sequence = [(int(h["skill_id"]), int(h["correct"])) for h in history]
-        practiced = {s for s, _ in sequence}
-        mastery = bayes.skill_mastery(sequence, sorted(self.known_skills | practiced))
-        topics = bayes.topic_mastery(sequence, self.catalog.skill_topics)
-        body = mastery_response(mastery, practiced, topics, BAYES_MODEL_VERSION)
-        return {"user_id": user_id, **body, "source": "bayes", "as_of": _answered_at(history[-1]),
-                "updated_at": self.now().isoformat(timespec="seconds"), "n_interactions": len(sequence)}
-
     def current(self, user_id: str) -> dict | None:
-        """The GET body under the rule of the module docstring; None for an unknown user."""
-        if self.settings.sagemaker_enabled:
-            row = self.stored_row(user_id)
-            if row is not None and row.get("source") == "dkt":
-                return get_body(row)
-        history = self.history(user_id)
-        return get_body(self.bayes_row(user_id, history)) if history else None
+        """The GET body from the user's kt-mastery row (``get_body``); None for an unknown user."""
+        return get_body(self.stored_row(user_id), self.catalog, self.settings.sagemaker_enabled)
 
     # writes
 
     def record_answer(self, answer: dict) -> str:
-        """Lake, kt-history, Bayesian row (see the module docstring); "stored" or "duplicate"."""
-        item = dynamo.history_item(answer)
-        key = {"user_id": {"S": item["user_id"]}, "ts": {"S": item["ts"]}}
-        table = self.settings.history_table
-        status = "duplicate"
-        if "Item" not in self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True):
-            append_answer_event(self.settings.lake, answer)
-            try:
-                self.dynamodb.put_item(TableName=table, Item=dynamo.serialize(item),
-                                       ConditionExpression="attribute_not_exists(ts)")
-                status = "stored"
-            except ClientError as e:
-                if e.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-        # Also after a duplicate: completes the update when a first attempt died before it.
-        self.write_bayes_row(self.bayes_row(item["user_id"], self.history(item["user_id"])))
-        return status
+        """Lake, then kt-history and the counters in one transaction (kt.dynamo); "stored" or "duplicate".
 
-    def write_bayes_row(self, row: dict) -> bool:
-        """Conditional write of a Bayesian row; True when written."""
-        values = {":as_of": {"S": row["as_of"]}, ":n": {"N": str(row["n_interactions"])}, ":bayes": {"S": "bayes"}}
-        condition = BAYES_CONDITION_DKT_ENABLED
-        if not self.settings.sagemaker_enabled:
-            condition = BAYES_CONDITION_DKT_DISABLED
-            values[":dkt"] = {"S": "dkt"}
+        A known answer_id is answered before the lake is touched: the same content is a duplicate (whatever its
+        answered_at), other content a 409. A crash after the lake append is repaired by the client's retry (the
+        lake then holds the line twice; its readers keep the first per answer_id).
+        """
+        item = dynamo.history_item(answer)
+        table = self.settings.history_table
+        markers = [self.dynamodb.get_item(TableName=table, ConsistentRead=True,
+                                          Key=dynamo.serialize({"user_id": m["user_id"], "ts": m["ts"]}))
+                   for m in dynamo.marker_items(item)]
+        if "Item" in markers[0]:
+            return self._answer_status("duplicate" if "Item" in markers[1] else "conflict", item)
+        append_answer_event(self.settings.lake, answer)
+        request = dynamo.answer_transaction(answer, table, self.settings.mastery_table)
         try:
-            self.dynamodb.put_item(TableName=self.settings.mastery_table, Item=dynamo.serialize(row),
-                                   ConditionExpression=condition, ExpressionAttributeNames={"#source": "source"},
-                                   ExpressionAttributeValues=values)
-            return True
+            self.dynamodb.transact_write_items(**request)
         except ClientError as e:
-            if e.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
+            outcome = dynamo.answer_outcome(e.response.get("CancellationReasons") or [])
+            if e.response["Error"]["Code"] != "TransactionCanceledException" or outcome is None:
+                raise
+            return self._answer_status(outcome, item)
+        return "stored"
+
+    @staticmethod
+    def _answer_status(outcome: str, item: dict) -> str:
+        if outcome == "conflict":
+            raise ApiError(409, CONFLICT_ERROR, "answer_id")
+        return outcome
 
     # live mastery
 
@@ -345,30 +341,23 @@ class MasteryService:
 
     def knowledge_state(self, user_id: str) -> dict | None:
         """What the Knowledge State page shows; None for an unknown user."""
-        history = self.history(user_id)
         row = self.stored_row(user_id)
-        dkt = row if row is not None and row.get("source") == "dkt" else None
-        if not history and not (dkt and self.settings.sagemaker_enabled):
+        served = get_body(row, self.catalog, self.settings.sagemaker_enabled)
+        if served is None:
             return None
-        bayes_row = self.bayes_row(user_id, history) if history else None
-        served = get_body(dkt if dkt is not None and self.settings.sagemaker_enabled else bayes_row)
-        counts: dict[str, int] = {}
-        for h in history:
-            topic = self.catalog.skill_topics.get(int(h["skill_id"]), OTHER_TOPIC)
-            counts[topic] = counts.get(topic, 0) + 1
+        dkt = dkt_body(row, self.catalog.skill_topics) if row.get("source") == "dkt" else None
+        practiced_skills = set(dynamo.skill_counts(row))
         # The topic, then the skill inside it (kt.tutor): the page never recommends a skill of another topic.
-        next_topic = tutor.select_weakest_topic({**served, "answers_by_topic": counts})
-        practiced_skills = {int(h["skill_id"]) for h in history}
+        next_topic = tutor.select_weakest_topic(served)
         return {
             "user_id": user_id,
             "served": served,
-            "dkt": get_body(dkt) if dkt is not None else None,
-            "bayes": get_body(bayes_row) if bayes_row is not None else None,
-            "answers_by_topic": counts,
+            "dkt": dkt,
+            "bayes": bayes_body(row, self.catalog),
+            "answers_by_topic": served["answers_by_topic"],
             "next_topic": next_topic,
             "next_skill": (served["next_skill_recommendation"] if next_topic is None  # only unmapped skills
                            else tutor.select_weakest_skill(served, next_topic, self.catalog.skill_topics,
                                                            practiced_skills)),
             "skill_topics": self.catalog.skill_topics,
         }
-
