@@ -6,19 +6,17 @@
 Routes, with the bodies of the Terraform mapping templates (docs/contracts.md §6, §7, §9):
 
 ``GET /api/kt/mastery?user_id=U``
-    200 ``{user_id, mastery, topic_mastery, next_skill_recommendation,
-    predicted_accuracy, model_version, source, as_of, updated_at,
-    n_interactions}``; 404 ``{"error": "unknown user_id", "field": "user_id"}``.
-    Which estimate is served:
+    200 ``{user_id, mastery, topic_mastery, answers_by_topic,
+    next_skill_recommendation, predicted_accuracy, model_version, source,
+    as_of, updated_at, n_interactions}``; 404 ``{"error": "unknown user_id",
+    "field": "user_id"}``. From the user's kt-mastery row, as
+    get_mastery_response.vtl does on AWS (``kt.api_service.get_body``):
 
-    1. ``SAGEMAKER_KT_ENABLED=true`` and the user's kt-mastery row has
-       ``source = "dkt"``: that row (the nightly DKT refresh), as on AWS.
-    2. Otherwise the Bayesian estimate (``kt.bayes``) computed now from all the
-       user's answers in kt-history: ``source = "bayes"``, ``as_of`` = the last
-       answer's ``answered_at``, ``updated_at`` = now. It equals the Bayesian
-       row ``POST /api/kt/answers`` keeps in kt-mastery, and stays right for
-       answers loaded from the lake, which have no row.
-    3. No DKT row to serve and no answers: 404.
+    1. ``SAGEMAKER_KT_ENABLED=true`` and the row has ``source = "dkt"``: that
+       row (the nightly DKT refresh).
+    2. Otherwise the Bayesian estimate (``kt.bayes.estimate``) computed from the
+       row's Phase 1 counters, which every stored answer adds to.
+    3. No DKT row to serve and no answer counted: 404.
 
 ``POST /api/kt/mastery`` with ``{"user_sequence": [...]}``
     Live mastery. DKT enabled: the endpoint answers (``SAGEMAKER_KT_ENDPOINT``
@@ -32,23 +30,24 @@ Routes, with the bodies of the Terraform mapping templates (docs/contracts.md §
     the endpoint's body through untouched.
 
 ``POST /api/kt/answers`` with ``{user_id, answer_id, skill_id, correct, content_id?, answered_at}``
-    200 ``{"status": "stored"}``, or ``{"status": "duplicate"}`` for an
-    answer_id seen before (the ``attribute_not_exists(ts)`` condition of the
-    Terraform template). The answer goes first to the lake
-    (``events/answers/day=<day>/api-<pid>.jsonl``, appended and fsynced: the
-    lake is the local source of truth, docs/contracts.md §7.3), then to kt-history, then the
-    user's Bayesian row in kt-mastery is rewritten from the whole history.
-    A crash between the steps is repaired by the client's retry: the answer is
-    never lost, and at worst appears twice in the lake, where every reader
-    keys answers by (user_id, answer_id) as kt-history does.
+    200 ``{"status": "stored"}``; ``{"status": "duplicate"}`` for an
+    answer_id seen before with the same content, whatever its answered_at;
+    409 naming ``answer_id`` for other content. The answer goes first to the
+    lake (``events/answers/day=<day>/api-<pid>.jsonl``, appended and fsynced:
+    the lake is the local source of truth, docs/contracts.md §7.3), then one
+    TransactWriteItems stores it in kt-history with its markers and adds it
+    to the counters of the user's kt-mastery row (``kt.dynamo.answer_transaction``,
+    the request of the Terraform template). A crash between the two is
+    repaired by the client's retry: the answer is never lost, and at worst
+    appears twice in the lake, whose readers keep the first per
+    (user_id, answer_id).
 
 ``GET /knowledge-state/{user_id}``
     The Knowledge State page: an inline-SVG spider chart of the 8 topics (DKT
     and Bayesian), the recommended next topic and the skill inside it (``kt.tutor``). No
     JavaScript, no CDN: it renders offline. ``/static/`` holds its stylesheet.
 
-The routes' work is ``kt.api_service.MasteryService`` (also the order of
-Bayesian and DKT rows); request parsing and bounds are ``kt.api_validation``.
+The routes' work is ``kt.api_service.MasteryService``; request parsing and bounds are ``kt.api_validation``.
 
 Every route but ``/static/`` needs the ``x-api-key`` header when ``KT_API_KEY``
 is set (compared in constant time; 403 otherwise). When it is unset the app

@@ -10,7 +10,7 @@ reasons: both markers there is a duplicate, only the id marker a conflict.
 
 Mastery writes are conditional so that an older ``as_of`` never replaces a
 newer row and a repeated refresh changes nothing. BatchWriteItem cannot carry
-conditions, so items go as conditional PutItems, 25 at a time in parallel,
+conditions, so rows go as conditional UpdateItems, 25 at a time in parallel,
 with throttling retried by the client's adaptive backoff.
 """
 
