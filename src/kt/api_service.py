@@ -165,7 +165,7 @@ def dkt_body(row: dict, skill_topics: dict[int, str]) -> dict:
         "user_id": row["user_id"],
         "mastery": {str(s): float(p) for s, p in row.get("mastery", {}).items()},
         "topic_mastery": {str(t): float(p) for t, p in row.get("topic_mastery", {}).items()},
-        "answers_by_topic": bayes.estimate(dynamo.skill_counts(row), [], skill_topics)["answers_by_topic"],
+        "answers_by_topic": bayes.answers_by_topic(dynamo.skill_counts(row), skill_topics),
         "next_skill_recommendation": None if nxt is None else int(nxt),
         "predicted_accuracy": None if accuracy is None else float(accuracy),
         "model_version": row.get("model_version", ""),
@@ -258,11 +258,11 @@ class MasteryService:
         """
         item = dynamo.history_item(answer)
         table = self.settings.history_table
-        markers = [self.dynamodb.get_item(TableName=table, ConsistentRead=True,
-                                          Key=dynamo.serialize({"user_id": m["user_id"], "ts": m["ts"]}))
-                   for m in dynamo.marker_items(item)]
-        if "Item" in markers[0]:
-            return self._answer_status("duplicate" if "Item" in markers[1] else "conflict", item)
+        id_marker, content_marker = (dynamo.serialize({"user_id": m["user_id"], "ts": m["ts"]})
+                                     for m in dynamo.marker_items(item))
+        if "Item" in self.dynamodb.get_item(TableName=table, Key=id_marker, ConsistentRead=True):
+            same = "Item" in self.dynamodb.get_item(TableName=table, Key=content_marker, ConsistentRead=True)
+            return self._answer_status("duplicate" if same else "conflict")
         append_answer_event(self.settings.lake, answer)
         request = dynamo.answer_transaction(answer, table, self.settings.mastery_table)
         try:
@@ -271,11 +271,12 @@ class MasteryService:
             outcome = dynamo.answer_outcome(e.response.get("CancellationReasons") or [])
             if e.response["Error"]["Code"] != "TransactionCanceledException" or outcome is None:
                 raise
-            return self._answer_status(outcome, item)
+            return self._answer_status(outcome)
         return "stored"
 
     @staticmethod
-    def _answer_status(outcome: str, item: dict) -> str:
+    def _answer_status(outcome: str) -> str:
+        """"duplicate" as it is; a conflict is a 409 (the same text as post_answer_error.vtl)."""
         if outcome == "conflict":
             raise ApiError(409, CONFLICT_ERROR, "answer_id")
         return outcome

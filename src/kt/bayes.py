@@ -57,6 +57,15 @@ def rounded_mean(right: int, answers: int, a: float = PRIOR_A, b: float = PRIOR_
     return (2 * SCALE * (right + a_) + den) // (2 * den)
 
 
+def answers_by_topic(counts: dict[int, tuple[int, int]], skill_topics: dict[int, str]) -> dict[str, int]:
+    """Answers per practiced topic from per-skill (answers, right) counts; OTHER_TOPIC for unmapped skills."""
+    out: dict[str, int] = {}
+    for skill, (n, _) in counts.items():
+        topic = skill_topics.get(skill, OTHER_TOPIC)
+        out[topic] = out.get(topic, 0) + n
+    return out
+
+
 def estimate(counts: dict[int, tuple[int, int]], skill_ids: list[int], skill_topics: dict[int, str]) -> dict:
     """The Bayesian GET body's numbers from per-skill (answers, right) counts (get_mastery_response.vtl).
 
@@ -68,10 +77,8 @@ def estimate(counts: dict[int, tuple[int, int]], skill_ids: list[int], skill_top
     skills = sorted(set(skill_ids) | set(counts))
     scaled = {s: rounded_mean(counts.get(s, (0, 0))[1], counts.get(s, (0, 0))[0]) for s in skills}
     pooled: dict[str, list[int]] = {t: [0, 0] for t in sorted(set(skill_topics.values()))}
-    answers_by_topic: dict[str, int] = {}
     for skill, (n, right) in counts.items():
         topic = skill_topics.get(skill, OTHER_TOPIC)
-        answers_by_topic[topic] = answers_by_topic.get(topic, 0) + n
         if topic in pooled:
             pooled[topic][0] += n
             pooled[topic][1] += right
@@ -79,7 +86,7 @@ def estimate(counts: dict[int, tuple[int, int]], skill_ids: list[int], skill_top
     return {
         "mastery": {str(s): q / SCALE for s, q in scaled.items()},
         "topic_mastery": {t: rounded_mean(right, n) / SCALE for t, (n, right) in pooled.items()},
-        "answers_by_topic": answers_by_topic,
+        "answers_by_topic": answers_by_topic(counts, skill_topics),
         "next_skill_recommendation": practiced[0] if practiced else None,
         "predicted_accuracy": ((2 * sum(scaled.values()) + len(scaled)) // (2 * len(scaled))) / SCALE if scaled else None,
     }
