@@ -1,12 +1,17 @@
 # The REST API of docs/contracts.md section 9, integrated directly with AWS services (no Lambda):
-#   GET  /api/kt/mastery?user_id=U  -> DynamoDB GetItem on kt-mastery (mapping templates give the section 6 shape)
+#   GET  /api/kt/mastery?user_id=U  -> DynamoDB GetItem on kt-mastery: the DKT row, or (DKT off, or no DKT row yet)
+#                                      the Bayesian estimate the response template computes from the row's counters
 #   POST /api/kt/mastery            -> SageMaker runtime InvokeEndpoint (body passed through)
-#   POST /api/kt/answers            -> DynamoDB PutItem on kt-history (validated body, idempotent per answer_id)
+#   POST /api/kt/answers            -> DynamoDB TransactWriteItems: the answer on kt-history once per answer_id
+#                                      (marker items) and the Phase 1 counters on the user's kt-mastery row
 # API key + usage plan, request validators, JSON error bodies, access logs (KMS), X-Ray, metrics.
 
 locals {
   api_templates = "${path.module}/templates"
   json          = "application/json"
+
+  # The skill catalog of the GET template's Bayesian estimate: the seed's skill mappings, as the Glue job reads them.
+  api_skill_topics = jsondecode(file("${path.module}/../glue/skill_mappings.json"))
 
   # Each route's answers. responses: its integration responses by status (pattern: the integration's HTTP status
   # they answer, null for the default one; template: the body, null to pass the integration's body through).
@@ -15,7 +20,11 @@ locals {
   api_routes = {
     get_mastery = {
       responses = {
-        "200" = { pattern = null, template = file("${local.api_templates}/get_mastery_response.vtl") }
+        "200" = { pattern = null, template = templatefile("${local.api_templates}/get_mastery_response.vtl", {
+          skill_topics = jsonencode(local.api_skill_topics)
+          topics       = jsonencode(sort(distinct(values(local.api_skill_topics))))
+          dkt_enabled  = var.sagemaker_enabled
+        }) }
         "400" = { pattern = "4\\d{2}", template = "{\"error\": \"invalid user_id\", \"field\": \"user_id\"}" }
         "502" = { pattern = "5\\d{2}", template = "{\"error\": \"mastery store unavailable\", \"field\": null}" }
       }
@@ -36,7 +45,7 @@ locals {
         "400" = { pattern = "4\\d{2}", template = file("${local.api_templates}/post_answer_error.vtl") }
         "502" = { pattern = "5\\d{2}", template = "{\"error\": \"answer store unavailable\", \"field\": null}" }
       }
-      overrides = [] # post_answer_error.vtl answers a repeated answer with 200
+      overrides = ["409"] # post_answer_error.vtl: a repeated answer is a 200, the same answer_id with other content a 409
     }
   }
 }
@@ -241,7 +250,7 @@ resource "aws_api_gateway_integration_response" "post_mastery" {
   depends_on = [aws_api_gateway_integration.post_mastery]
 }
 
-# POST /api/kt/answers -> PutItem
+# POST /api/kt/answers -> TransactWriteItems
 
 resource "aws_api_gateway_method" "post_answer" {
   rest_api_id          = aws_api_gateway_rest_api.this.id
@@ -262,12 +271,15 @@ resource "aws_api_gateway_integration" "post_answer" {
   http_method             = aws_api_gateway_method.post_answer.http_method
   type                    = "AWS"
   integration_http_method = "POST"
-  uri                     = "arn:${local.partition}:apigateway:${var.region}:dynamodb:action/PutItem"
+  uri                     = "arn:${local.partition}:apigateway:${var.region}:dynamodb:action/TransactWriteItems"
   credentials             = aws_iam_role.api_post_answer.arn
   passthrough_behavior    = "NEVER"
 
   request_templates = {
-    (local.json) = templatefile("${local.api_templates}/post_answer_request.vtl", { table = aws_dynamodb_table.history.name })
+    (local.json) = templatefile("${local.api_templates}/post_answer_request.vtl", {
+      history_table = aws_dynamodb_table.history.name
+      mastery_table = aws_dynamodb_table.mastery.name
+    })
   }
 }
 

@@ -42,11 +42,15 @@ class Input:
 class Util:
     def escapeJavaScript(self, text):
         return json.dumps(str(text))[1:-1]
+    def parseJson(self, text):
+        return json.loads(text)
 
 results = []
 for case in json.load(sys.stdin):
     context = {"responseOverride": {}}
     text = case["template"].replace("${table}", case.get("table", ""))
+    for name, value in case.get("vars", {}).items():  # templatefile's variables
+        text = text.replace("${" + name + "}", value)
     body = airspeed.Template(text).merge(
         {"input": Input(case.get("body", {}), case.get("params", {})), "util": Util(), "context": context}
     )
@@ -56,7 +60,9 @@ json.dump(results, sys.stdout)
 
 
 def render_vtl(cases: list[dict]) -> list[dict]:
-    """Render terraform/templates/<file> for each case ({"file", "body", "params", "table"}) in .venv-lint.
+    """Render terraform/templates/<file> for each case ({"file", "body", "params", "table", "vars"}) in .venv-lint.
+
+    "vars" are templatefile's variables as Terraform renders them (strings: "true", JSON text, names).
 
     Returns {"body": rendered text, "status": the template's responseOverride status or None} per case.
     """

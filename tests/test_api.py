@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
@@ -119,7 +120,7 @@ def test_get_bad_user_id_is_a_400_naming_the_field(settings, query, status):
     assert r.json()["field"] == "user_id"
 
 
-def test_answers_then_get_serves_the_bayesian_estimate_equal_to_the_stored_row(settings):
+def test_answers_then_get_serves_the_bayesian_estimate_of_the_rows_counters(settings):
     client = client_for(settings)
     answers = [answer("u1", 1, 1, 1), answer("u1", 2, 1, 0), answer("u1", 3, 5, 1, content_id=77)]
     for a in answers:
@@ -133,9 +134,11 @@ def test_answers_then_get_serves_the_bayesian_estimate_equal_to_the_stored_row(s
     assert body["topic_mastery"]["geometry"] == round(2 / 3, 4)  # skill 5
     assert (body["source"], body["model_version"], body["n_interactions"]) == ("bayes", BAYES_MODEL_VERSION, 3)
     assert body["as_of"] == at(3) and body["next_skill_recommendation"] == 1
+    assert body["answers_by_topic"] == {"algebra": 2, "geometry": 1}
     stored = dynamo.get_mastery(ddb(settings), settings.mastery_table, "u1")
-    assert {k: v for k, v in api.get_body(stored).items() if k != "updated_at"} == {
-        k: v for k, v in body.items() if k != "updated_at"}
+    assert "source" not in stored and stored[dynamo.BAYES_N] == 3  # counters only: nothing else writes this row
+    assert (stored["answers#1"], stored["right#1"], stored["answers#5"], stored["right#5"]) == (2, 1, 1, 1)
+    assert api.get_body(stored, CATALOG, False) == body
 
 
 def test_answer_goes_to_the_lake_and_history_once(settings):
@@ -150,14 +153,36 @@ def test_answer_goes_to_the_lake_and_history_once(settings):
     assert os.listdir(day_dir) == [f"api-{os.getpid()}.jsonl"]
 
 
-def test_a_retry_after_a_crash_before_the_mastery_update_completes_it(settings):
+def test_a_retry_restamped_is_a_duplicate_and_other_content_a_409(settings):
+    """Idempotent on answer_id whatever answered_at says; stored once in kt-history, the lake and the counters."""
     client = client_for(settings)
-    a = answer("u3", 1, 3, 1)
-    item = dynamo.history_item(a)
-    ddb(settings).put_item(TableName=settings.history_table, Item=dynamo.serialize(item))  # first attempt died here
-    assert dynamo.get_mastery(ddb(settings), settings.mastery_table, "u3") is None
-    assert client.post("/api/kt/answers", json=a).json() == {"status": "duplicate"}
-    assert dynamo.get_mastery(ddb(settings), settings.mastery_table, "u3")["n_interactions"] == 1
+    a = answer("u3", 1, 3, 1, content_id=4)
+    assert client.post("/api/kt/answers", json=a).json() == {"status": "stored"}
+    assert client.post("/api/kt/answers", json={**a, "answered_at": at(30)}).json() == {"status": "duplicate"}
+    for change in ({"skill_id": 4}, {"correct": 0}, {"content_id": 5}, {"content_id": None}):
+        resent = {k: v for k, v in {**a, **change}.items() if v is not None}
+        r = client.post("/api/kt/answers", json=resent)
+        assert (r.status_code, r.json()["field"]) == (409, "answer_id"), change
+    assert [h["answer_id"] for h in dynamo.user_history(ddb(settings), settings.history_table, "u3")] == ["u3-1"]
+    assert lake_lines(settings) == [a]
+    body = client.get("/api/kt/mastery", params={"user_id": "u3"}).json()
+    assert (body["n_interactions"], body["mastery"]["3"], body["as_of"]) == (1, round(2 / 3, 4), at(1))
+
+
+def test_the_transaction_itself_refuses_a_second_copy(settings):
+    """What DynamoDB enforces (the twin's pre-check aside): the cancellation reasons say duplicate or conflict."""
+    client = ddb(settings)
+    a = answer("u3b", 1, 3, 1)
+    client.transact_write_items(**dynamo.answer_transaction(a, settings.history_table, settings.mastery_table))
+    for resent, outcome in (({**a, "answered_at": at(9)}, "duplicate"), (a, "duplicate"),
+                            ({**a, "correct": 0}, "conflict")):
+        with pytest.raises(ClientError) as e:
+            client.transact_write_items(**dynamo.answer_transaction(resent, settings.history_table,
+                                                                    settings.mastery_table))
+        assert dynamo.answer_outcome(e.value.response["CancellationReasons"]) == outcome
+    row = dynamo.get_mastery(client, settings.mastery_table, "u3b")
+    assert (row[dynamo.BAYES_N], row["answers#3"], row["right#3"]) == (1, 1, 1)
+
 
 
 def test_answers_rebuilt_from_the_lake_are_served(settings):
@@ -167,7 +192,8 @@ def test_answers_rebuilt_from_the_lake_are_served(settings):
     fresh = dataclasses.replace(settings, history_table=f"{settings.history_table}-new",
                                 mastery_table=f"{settings.mastery_table}-new")
     dynamo.ensure_tables(ddb(fresh), fresh.history_table, fresh.mastery_table)
-    assert api.rebuild_from_lake(fresh, ddb(fresh)) == {"answers": 3, "dkt_rows": 0, "dkt_rows_written": 0}
+    assert api.rebuild_from_lake(fresh, ddb(fresh)) == {"answers": 3, "users_counted": 1, "dkt_rows": 0,
+                                                     "dkt_rows_written": 0}
     before = client.get("/api/kt/mastery", params={"user_id": "u4"}).json()
     after = client_for(fresh).get("/api/kt/mastery", params={"user_id": "u4"}).json()
     assert after == before
@@ -245,40 +271,35 @@ def test_dkt_row_is_served_when_enabled_and_kept_by_later_answers(settings):
     assert dynamo.put_mastery_conditional(ddb(settings), settings.mastery_table, dkt_row("u6", at(1)))
     body = client.get("/api/kt/mastery", params={"user_id": "u6"}).json()
     assert (body["source"], body["model_version"], body["as_of"]) == ("dkt", "pythagoras-dkt-test", at(1))
-    assert body == api.get_body(dkt_row("u6", at(1)))
+    assert body == api.get_body(dynamo.get_mastery(ddb(settings), settings.mastery_table, "u6"), CATALOG, True)
+    assert body["answers_by_topic"] == {"algebra": 1}  # from the row's counters, kept by the refresh's write
     client.post("/api/kt/answers", json=answer("u6", 2, 2, 0))  # newer than the DKT row: the row stays
     assert dynamo.get_mastery(ddb(settings), settings.mastery_table, "u6")["source"] == "dkt"
     assert client.get("/api/kt/mastery", params={"user_id": "u6"}).json()["source"] == "dkt"
-    # DKT disabled: the estimate comes from kt-history, whatever the table holds
+    # DKT disabled: the estimate comes from the row's counters, whatever else the row holds
     disabled = client_for(settings).get("/api/kt/mastery", params={"user_id": "u6"}).json()
     assert (disabled["source"], disabled["n_interactions"], disabled["as_of"]) == ("bayes", 2, at(2))
 
 
-def test_dkt_disabled_bayes_replaces_only_an_older_dkt_row(settings):
+def test_answers_never_replace_a_dkt_row_and_a_dkt_write_keeps_the_counters(settings):
     client = client_for(settings)
     table = settings.mastery_table
     assert dynamo.put_mastery_conditional(ddb(settings), table, dkt_row("old", at(1)))
-    assert dynamo.put_mastery_conditional(ddb(settings), table, dkt_row("new", at(50)))
     client.post("/api/kt/answers", json=answer("old", 2, 1, 1))
-    client.post("/api/kt/answers", json=answer("new", 2, 1, 1))
-    assert dynamo.get_mastery(ddb(settings), table, "old")["source"] == "bayes"
-    assert dynamo.get_mastery(ddb(settings), table, "new")["source"] == "dkt"
+    row = dynamo.get_mastery(ddb(settings), table, "old")
+    assert (row["source"], row["as_of"], row[dynamo.BAYES_N]) == ("dkt", at(1), 1)
+    assert client.get("/api/kt/mastery", params={"user_id": "old"}).json()["source"] == "bayes"  # DKT disabled
+    assert dynamo.put_mastery_conditional(ddb(settings), table, dkt_row("old", at(2)))
+    assert dynamo.get_mastery(ddb(settings), table, "old")[dynamo.BAYES_N] == 1
 
 
-def test_late_answer_updates_the_bayes_row_and_the_refresh_then_wins(settings):
+def test_late_answer_is_counted_and_as_of_is_the_last_answer_recorded(settings):
     client = client_for(settings)
-    table = settings.mastery_table
     client.post("/api/kt/answers", json=answer("u7", 1, 1, 1, minutes=10))
     client.post("/api/kt/answers", json=answer("u7", 2, 1, 0, minutes=5))  # arrives late, answered earlier
-    row = dynamo.get_mastery(ddb(settings), table, "u7")
-    assert (row["as_of"], row["n_interactions"], row["mastery"]["1"]) == (at(10), 2, 0.5)
-    # a stale Bayesian write (fewer answers, same as_of) is refused
-    service = api.MasteryService(settings, CATALOG)
-    history = dynamo.user_history(ddb(settings), settings.history_table, "u7")
-    assert not service.write_bayes_row(service.bayes_row("u7", [h for h in history if h["answer_id"] == "u7-1"]))
-    # the nightly refresh scored the same answers: DKT replaces the Bayesian row (kt.dynamo.MASTERY_CONDITION)
-    assert dynamo.put_mastery_conditional(ddb(settings), table, dkt_row("u7", at(10)))
-    assert dynamo.get_mastery(ddb(settings), table, "u7")["source"] == "dkt"
+    body = client.get("/api/kt/mastery", params={"user_id": "u7"}).json()
+    # counters are ADDed in arrival order: an UpdateItem cannot keep a maximum (docs/contracts.md §7.2)
+    assert (body["as_of"], body["n_interactions"], body["mastery"]["1"]) == (at(5), 2, 0.5)
 
 
 # POST /api/kt/mastery

@@ -75,7 +75,7 @@ def _with_student(s: Settings) -> Settings:
            "next_skill_recommendation": 5, "predicted_accuracy": 0.6, "model_version": "pythagoras-dkt-test",
            "source": "dkt", "as_of": "2026-11-24T10:00:08.000Z", "updated_at": "2026-11-25T02:00:00+00:00",
            "n_interactions": len(ANSWERS)}
-    aws.client(s, "dynamodb").put_item(TableName=s.mastery_table, Item=dynamo.serialize(row))
+    assert dynamo.put_mastery_conditional(aws.client(s, "dynamodb"), s.mastery_table, row)  # as the refresh writes it
     return s
 
 

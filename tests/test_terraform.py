@@ -642,7 +642,7 @@ def test_glue_failures_reach_the_alarm_topic():
             "runtime.sagemaker:path//endpoints/${var.endpoint_name}/invocations",
             "api_invoke_endpoint",
         ),
-        ("post_answer", "POST", "dynamodb:action/PutItem", "api_post_answer"),
+        ("post_answer", "POST", "dynamodb:action/TransactWriteItems", "api_post_answer"),
     ],
 )
 def test_api_routes_integrate_directly_with_aws(method, http, uri, role):
@@ -711,12 +711,15 @@ def test_api_method_responses_are_what_each_route_answers():
     model_statuses = sorted(model_error_statuses(passed))
     assert passed == {"Content-Type"} and {400, 413, 415} <= set(model_statuses)
     cases = {
-        "get_mastery": [{"file": "get_mastery_response.vtl", "body": {}}],
+        "get_mastery": [{"file": "get_mastery_response.vtl", "body": {},
+                         "vars": {"skill_topics": "{}", "topics": "[]", "dkt_enabled": "false"}}],
         "post_mastery": [{"file": "post_mastery_error.vtl", "body": {
             "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": status,
             "OriginalMessage": json.dumps({"error": "e", "field": "f"})}} for status in model_statuses],
         "post_answer": [{"file": "post_answer_error.vtl", "body": {
-            "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException", "message": "m"}}],
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException", "Message": "m",
+            "CancellationReasons": [{"Code": "ConditionalCheckFailed"}, {"Code": code}, {"Code": "None"}]}}
+            for code in ("ConditionalCheckFailed", "None")],  # a duplicate (200), a conflict (409)
     }  # fmt: skip
     for route, spec in routes.items():
         overridden = {str(r["status"]) for r in render_vtl(cases[route])}
@@ -787,18 +790,29 @@ MASTERY_ITEM = {
 }
 
 
-def test_mapping_templates_use_only_the_table_variable():
-    assert set(re.findall(r"\$\{(\w+)\}", (TEMPLATES / "get_mastery_request.vtl").read_text())) == {"table"}
-    assert set(re.findall(r"\$\{(\w+)\}", (TEMPLATES / "post_answer_request.vtl").read_text())) == {"table"}
+def test_mapping_templates_use_only_the_variables_api_gateway_tf_gives_them():
+    tf = (ROOT / "terraform" / "api_gateway.tf").read_text()
+    expected = {"get_mastery_request.vtl": {"table"}, "post_answer_request.vtl": {"history_table", "mastery_table"},
+                "get_mastery_response.vtl": {"skill_topics", "topics", "dkt_enabled"}}
+    for name, variables in expected.items():
+        assert set(re.findall(r"\$\{(\w+)\}", (TEMPLATES / name).read_text())) == variables, name
+        needle = f'templatefile("${{local.api_templates}}/{name}"'
+        call = tf[tf.index(needle) + len(needle):]
+        call = call[: call.index("}")]  # the variables' object
+        assert set(re.findall(r"(\w+)\s*=", call)) == variables, name
     for path in TEMPLATES.glob("*.vtl"):
         assert "%{" not in path.read_text(), f"{path.name}: %{{ is a Terraform template directive"
+
+
+CATALOG_VARS = {"skill_topics": json.dumps({"15": "geometry", "42": "algebra"}), "topics": '["algebra", "geometry"]',
+                "dkt_enabled": "true"}
 
 
 def test_get_mastery_templates_give_the_design_shape_and_404():
     request, found, missing = render_vtl([
         {"file": "get_mastery_request.vtl", "params": {"user_id": "U1"}, "table": "kt-mastery"},
-        {"file": "get_mastery_response.vtl", "body": {"Item": MASTERY_ITEM}},
-        {"file": "get_mastery_response.vtl", "body": {}},
+        {"file": "get_mastery_response.vtl", "body": {"Item": MASTERY_ITEM}, "vars": CATALOG_VARS},
+        {"file": "get_mastery_response.vtl", "body": {}, "vars": CATALOG_VARS},
     ])  # fmt: skip
     assert json.loads(request["body"]) == {"TableName": "kt-mastery", "Key": {"user_id": {"S": "U1"}}}
     assert found["status"] is None
@@ -806,6 +820,7 @@ def test_get_mastery_templates_give_the_design_shape_and_404():
         "user_id": "U1",
         "mastery": {"42": 0.78, "15": 0.34},
         "topic_mastery": {"algebra": 0.61, "geometry": 0.48},
+        "answers_by_topic": {},  # an item without the Phase 1 counters
         "next_skill_recommendation": 15,
         "predicted_accuracy": 0.45,
         "model_version": "pythagoras-dkt-2026-11-25-0200",
@@ -818,22 +833,31 @@ def test_get_mastery_templates_give_the_design_shape_and_404():
     assert json.loads(missing["body"]) == {"error": "unknown user_id", "field": "user_id"}
 
 
-def test_post_answer_templates_build_the_item_and_make_repeats_idempotent():
+def test_post_answer_templates_build_the_transaction_and_make_repeats_idempotent():
     without_content = {key: value for key, value in ANSWER.items() if key != "content_id"}
-    full, partial, duplicate, invalid = render_vtl([
-        {"file": "post_answer_request.vtl", "body": ANSWER, "table": "kt-history"},
-        {"file": "post_answer_request.vtl", "body": without_content, "table": "kt-history"},
-        {"file": "post_answer_error.vtl", "body": {
-            "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
-            "message": "The conditional request failed"}},
+    tables = {"history_table": "kt-history", "mastery_table": "kt-mastery"}
+
+    def cancelled(*codes: str) -> dict:
+        return {"__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException", "Message": "cancelled",
+                "CancellationReasons": [{"Code": c} for c in codes]}
+
+    full, partial, duplicate, restamped, conflict, invalid = render_vtl([
+        {"file": "post_answer_request.vtl", "body": ANSWER, "vars": tables},
+        {"file": "post_answer_request.vtl", "body": without_content, "vars": tables},
+        {"file": "post_answer_error.vtl", "body": cancelled(*["ConditionalCheckFailed"] * 3, "None")},
+        {"file": "post_answer_error.vtl", "body": cancelled("ConditionalCheckFailed", "ConditionalCheckFailed",
+                                                            "None", "None")},
+        {"file": "post_answer_error.vtl", "body": cancelled("ConditionalCheckFailed", "None", "None", "None")},
         {"file": "post_answer_error.vtl", "body": {
             "__type": "com.amazon.coral.validate#ValidationException",
             "message": "One or more parameter values were invalid"}},
     ])  # fmt: skip
-    request = json.loads(full["body"])
-    assert request["TableName"] == "kt-history"
-    assert request["ConditionExpression"] == "attribute_not_exists(ts)"
-    assert request["Item"] == {
+    items = json.loads(full["body"])["TransactItems"]
+    assert [next(iter(i)) for i in items] == ["Put", "Put", "Put", "Update"]
+    assert {i["Put"]["TableName"] for i in items[:3]} == {"kt-history"}
+    assert {i["Put"]["ConditionExpression"] for i in items[:3]} == {"attribute_not_exists(ts)"}
+    assert [i["Put"]["Item"]["ts"]["S"] for i in items[:2]] == ["answer#a-1", "content#42#1#7#a-1"]
+    assert items[2]["Put"]["Item"] == {
         "user_id": {"S": "U1"},
         "ts": {"S": "2026-11-25T01:02:03.456Z#a-1"},
         "day": {"S": "2026-11-25"},
@@ -842,8 +866,14 @@ def test_post_answer_templates_build_the_item_and_make_repeats_idempotent():
         "correct": {"N": "1"},
         "content_id": {"N": "7"},
     }
-    assert "content_id" not in json.loads(partial["body"])["Item"]
-    assert (duplicate["status"], json.loads(duplicate["body"])) == (200, {"status": "duplicate"})
+    assert items[3]["Update"]["TableName"] == "kt-mastery"
+    assert items[3]["Update"]["ExpressionAttributeNames"] == {"#answers": "answers#42", "#right": "right#42"}
+    partial_items = json.loads(partial["body"])["TransactItems"]
+    assert "content_id" not in partial_items[2]["Put"]["Item"]
+    assert partial_items[1]["Put"]["Item"]["ts"]["S"] == "content#42#1#-#a-1"
+    for repeat in (duplicate, restamped):
+        assert (repeat["status"], json.loads(repeat["body"])) == (200, {"status": "duplicate"})
+    assert (conflict["status"], json.loads(conflict["body"])["field"]) == (409, "answer_id")
     assert invalid["status"] is None
     assert json.loads(invalid["body"]) == {"error": "One or more parameter values were invalid", "field": "body"}
 

@@ -1,8 +1,16 @@
 """The two DynamoDB tables (docs/contracts.md §7): tutor answers (kt-history) and mastery (kt-mastery).
 
+An answer is stored once per (user_id, answer_id), whatever its answered_at:
+``answer_transaction`` writes it with two marker items (``answer#<answer_id>``
+and ``content#<skill>#<correct>#<content>#<answer_id>``, both conditional on
+absence) and the Phase 1 counters of the user's kt-mastery row (``ADD``), in
+one TransactWriteItems: the request API Gateway's template sends on AWS and
+the local twin sends to moto. ``answer_outcome`` reads the cancellation
+reasons: both markers there is a duplicate, only the id marker a conflict.
+
 Mastery writes are conditional so that an older ``as_of`` never replaces a
 newer row and a repeated refresh changes nothing. BatchWriteItem cannot carry
-conditions, so items go as conditional PutItems, 25 at a time in parallel,
+conditions, so rows go as conditional UpdateItems, 25 at a time in parallel,
 with throttling retried by the client's adaptive backoff.
 """
 
@@ -24,9 +32,22 @@ BATCH = 25
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
-# Replace a mastery row only with newer evidence, or the same evidence scored by another model/source.
+# kt-history sort keys: answers start with answered_at (a digit), markers with a lowercase letter.
+ID_MARKER = "answer#"
+CONTENT_MARKER = "content#"
+MARKERS_FROM = "a"  # every answer's ts sorts before it, every marker's after it
+NO_CONTENT = "-"  # the content marker's content_id when the answer has none
+
+# Phase 1 counters on a kt-mastery row (top-level attributes: ADD cannot create a nested map).
+ANSWERS_PREFIX = "answers#"  # answers#<skill_id>: answers on the skill
+RIGHT_PREFIX = "right#"  # right#<skill_id>: correct answers on the skill
+BAYES_N = "bayes_n"  # every answer counted
+BAYES_AS_OF = "bayes_as_of"  # answered_at of the last answer counted
+ANSWER_UPDATE = f"ADD #answers :one, #right :correct, {BAYES_N} :one SET {BAYES_AS_OF} = :answered_at"
+
+# Replace a mastery row's DKT fields only with newer evidence, or the same evidence scored by another model/source.
 MASTERY_CONDITION = (
-    "attribute_not_exists(user_id) OR as_of < :as_of"
+    "attribute_not_exists(as_of) OR as_of < :as_of"
     " OR (as_of = :as_of AND (model_version <> :model_version OR #source <> :source))"
 )
 
@@ -97,14 +118,100 @@ def history_item(answer: dict) -> dict:
     }
 
 
+def marker_items(item: dict) -> list[dict]:
+    """The id and content markers of a kt-history item (no ``day``: they stay out of the by_day index)."""
+    content = NO_CONTENT if item.get("content_id") is None else item["content_id"]
+    return [
+        {"user_id": item["user_id"], "ts": f"{ID_MARKER}{item['answer_id']}", "answered_at": answered_at(item)},
+        {"user_id": item["user_id"],
+         "ts": f"{CONTENT_MARKER}{item['skill_id']}#{item['correct']}#{content}#{item['answer_id']}"},
+    ]
+
+
+def answered_at(item: dict) -> str:
+    """answered_at of a kt-history answer item (the part of ts before the first #)."""
+    return item["ts"].split("#", 1)[0]
+
+
+def answer_transaction(answer: dict, history_table: str, mastery_table: str) -> dict:
+    """The TransactWriteItems request that stores one answer (the module docstring; post_answer_request.vtl)."""
+    item = history_item(answer)
+    absent = "attribute_not_exists(ts)"
+    puts = [{"Put": {"TableName": history_table, "Item": serialize(i), "ConditionExpression": absent}}
+            for i in [*marker_items(item), item]]
+    update = {"Update": {
+        "TableName": mastery_table,
+        "Key": {"user_id": {"S": item["user_id"]}},
+        "UpdateExpression": ANSWER_UPDATE,
+        "ExpressionAttributeNames": {"#answers": f"{ANSWERS_PREFIX}{item['skill_id']}",
+                                     "#right": f"{RIGHT_PREFIX}{item['skill_id']}"},
+        "ExpressionAttributeValues": {":one": {"N": "1"}, ":correct": {"N": str(item["correct"])},
+                                      ":answered_at": {"S": answered_at(item)}},
+    }}  # fmt: skip
+    return {"TransactItems": [*puts, update]}
+
+
+def answer_outcome(reasons: list[dict]) -> str | None:
+    """"duplicate", "conflict" or None (not an answer's own doing) from a cancelled answer_transaction's reasons."""
+    failed = [r.get("Code") == "ConditionalCheckFailed" for r in reasons]
+    if len(failed) < 3:
+        return None
+    if failed[0]:
+        return "duplicate" if failed[1] else "conflict"
+    return "duplicate" if failed[2] else None  # an answer stored before the markers existed
+
+
 def put_history(client: Any, table: str, answers: Iterable[dict]) -> int:
-    """Batch-write answers (same key, same content: rewriting is harmless); return the count of distinct answers."""
+    """Batch-write answers and their markers, the first of each (user_id, answer_id); return how many answers.
+
+    The lake can hold an answer twice (a retry re-stamped, or resent after a crash): the first line wins, as
+    the markers make the first write win in the table. Rewriting the same items is harmless.
+    """
+    items: dict[tuple[str, str], dict] = {}
+    for item in map(history_item, answers):
+        items.setdefault((item["user_id"], item["answer_id"]), item)
     # One item per key: a batch holding the same key twice is rejected by DynamoDB.
-    items = list({(i["user_id"], i["ts"]): i for i in map(history_item, answers)}.values())
-    for start in range(0, len(items), BATCH):
-        requests = [{"PutRequest": {"Item": serialize(i)}} for i in items[start : start + BATCH]]
+    writes = [w for i in items.values() for w in (i, *marker_items(i))]
+    for start in range(0, len(writes), BATCH):
+        requests = [{"PutRequest": {"Item": serialize(i)}} for i in writes[start : start + BATCH]]
         _batch_write(client, table, requests)
     return len(items)
+
+
+def bayes_counters(history: list[dict]) -> dict:
+    """The Phase 1 counters of a kt-mastery row from a user's answers (what answer_transaction ADDs up)."""
+    counters: dict[str, Any] = {BAYES_N: len(history)}
+    for h in history:
+        for prefix, add in ((ANSWERS_PREFIX, 1), (RIGHT_PREFIX, int(h["correct"]))):
+            name = f"{prefix}{int(h['skill_id'])}"
+            counters[name] = counters.get(name, 0) + add
+    if history:
+        counters[BAYES_AS_OF] = max(answered_at(h) for h in history)
+    return counters
+
+
+def skill_counts(row: dict) -> dict[int, tuple[int, int]]:
+    """skill id -> (answers, right) from a kt-mastery row's Phase 1 counters."""
+    return {int(name[len(ANSWERS_PREFIX):]): (int(n), int(row.get(f"{RIGHT_PREFIX}{name[len(ANSWERS_PREFIX):]}", 0)))
+            for name, n in row.items() if name.startswith(ANSWERS_PREFIX)}
+
+
+def set_bayes_counters(client: Any, history_table: str, mastery_table: str) -> int:
+    """Set every user's Phase 1 counters from kt-history (after loading it from the lake); return the users."""
+    by_user: dict[str, list[dict]] = {}
+    for h in scan_all(client, history_table):
+        if h["ts"] < MARKERS_FROM:
+            by_user.setdefault(h["user_id"], []).append(h)
+    for user_id, history in by_user.items():
+        counters = bayes_counters(history)
+        names = {f"#c{i}": name for i, name in enumerate(counters)}
+        client.update_item(
+            TableName=mastery_table, Key={"user_id": {"S": user_id}},
+            UpdateExpression="SET " + ", ".join(f"#c{i} = :c{i}" for i in range(len(counters))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={f":c{i}": serialize({"v": v})["v"] for i, v in enumerate(counters.values())},
+        )  # fmt: skip
+    return len(by_user)
 
 
 def _batch_write(client: Any, table: str, requests: list[dict], attempts: int = 8) -> None:
@@ -138,10 +245,10 @@ def users_active_on(client: Any, table: str, day: str) -> set[str]:
 
 
 def user_history(client: Any, table: str, user_id: str) -> list[dict]:
-    """All answers of a user in time order."""
+    """All answers of a user in time order (not the markers)."""
     items = _query_all(
-        client, TableName=table, KeyConditionExpression="user_id = :u",
-        ExpressionAttributeValues={":u": {"S": user_id}}, ConsistentRead=True,
+        client, TableName=table, KeyConditionExpression="user_id = :u AND ts < :markers",
+        ExpressionAttributeValues={":u": {"S": user_id}, ":markers": {"S": MARKERS_FROM}}, ConsistentRead=True,
     )
     return [deserialize(i) for i in items]
 
@@ -158,14 +265,24 @@ class WriteResult:
 
 
 def put_mastery_conditional(client: Any, table: str, item: dict) -> bool:
-    """Write one mastery row unless the table holds newer (or identical) evidence; True when written."""
+    """Write one mastery row unless the table holds newer (or identical) evidence; True when written.
+
+    An UpdateItem of the row's fields, not a PutItem: the Phase 1 counters on the row stay.
+    """
+    fields = {k: v for k, v in item.items() if k != "user_id"}
+    names = {f"#f{i}": k for i, k in enumerate(fields)}
+    values = {f":f{i}": serialize({"v": v})["v"] for i, v in enumerate(fields.values()) if v is not None}
+    sets = [f"#f{i} = :f{i}" for i in range(len(fields)) if f":f{i}" in values]
+    removes = [f"#f{i}" for i in range(len(fields)) if f":f{i}" not in values]
     try:
-        client.put_item(
+        client.update_item(
             TableName=table,
-            Item=serialize(item),
+            Key={"user_id": {"S": item["user_id"]}},
+            UpdateExpression="SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else ""),
             ConditionExpression=MASTERY_CONDITION,
-            ExpressionAttributeNames={"#source": "source"},
+            ExpressionAttributeNames={**names, "#source": "source"},
             ExpressionAttributeValues={
+                **values,
                 ":as_of": {"S": item["as_of"]},
                 ":model_version": {"S": item["model_version"]},
                 ":source": {"S": item["source"]},
