@@ -393,7 +393,7 @@ data "aws_iam_policy_document" "airflow" {
 
   statement {
     sid       = "WriteMastery"
-    actions   = ["dynamodb:PutItem"]
+    actions   = ["dynamodb:UpdateItem"] # kt.dynamo.put_mastery_conditional: an update keeps the Phase 1 counters
     resources = [aws_dynamodb_table.mastery.arn]
   }
 
@@ -493,7 +493,7 @@ data "aws_iam_policy_document" "api_get_mastery" {
 
 resource "aws_iam_role" "api_post_answer" {
   name               = "${var.project}-api-post-answer"
-  description        = "API Gateway POST /api/kt/answers: dynamodb:PutItem on ${var.history_table_name}."
+  description        = "API Gateway POST /api/kt/answers (TransactWriteItems): dynamodb:PutItem on ${var.history_table_name}, dynamodb:UpdateItem (Phase 1 counters) on ${var.mastery_table_name}."
   assume_role_policy = data.aws_iam_policy_document.apigateway_assume.json
 }
 
@@ -508,6 +508,14 @@ data "aws_iam_policy_document" "api_post_answer" {
     sid       = "PutAnswerItem"
     actions   = ["dynamodb:PutItem"]
     resources = [aws_dynamodb_table.history.arn]
+  }
+
+  # The same TransactWriteItems adds to the Phase 1 counters of the user's kt-mastery row: IAM authorises each
+  # write of a transaction as its single-item action (TransactWriteItems has none of its own).
+  statement {
+    sid       = "CountAnswerOnMasteryRow"
+    actions   = ["dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.mastery.arn]
   }
 
   statement {

@@ -34,7 +34,7 @@ from iam_check import (
     variable,
 )
 
-from kt import aws_requests
+from kt import aws_requests, dynamo
 from kt.config import Settings
 
 RUN = "2026-11-25-0200"
@@ -171,13 +171,25 @@ def _glue_job() -> dict:
     return next(entry["aws_glue_job"]["this"] for entry in tf("glue.tf")["resource"] if "aws_glue_job" in entry)
 
 
+# TransactWriteItems has no IAM action of its own: IAM authorises each write inside it as the single-item call.
+TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+
+
+def answer_transaction_calls(settings: Settings) -> list[tuple[str, str, dict]]:
+    """POST /api/kt/answers: the writes of kt.dynamo.answer_transaction (what post_answer_request.vtl renders)."""
+    answer = {"user_id": "u1", "answer_id": "a1", "answered_at": "2026-11-25T10:00:00.000Z", "skill_id": 3, "correct": 1}
+    request = dynamo.answer_transaction(answer, settings.history_table, settings.mastery_table)
+    return [("dynamodb", TRANSACT_ACTIONS[kind], {"TableName": write["TableName"]})
+            for item in request["TransactItems"] for kind, write in item.items()]
+
+
 def api_calls(settings: Settings) -> dict[str, list[tuple[str, str, dict]]]:
     """What API Gateway does with each integration role (api_gateway.tf) and its logging role."""
     execution_group = f"API-Gateway-Execution-Logs_a1b2c3d4e5/{variable('api_stage_name')}"
     access_group = render("${aws_cloudwatch_log_group.api_access.name}")
     return {
         "api_get_mastery": [("dynamodb", "GetItem", {"TableName": settings.mastery_table})],
-        "api_post_answer": [("dynamodb", "PutItem", {"TableName": settings.history_table})],
+        "api_post_answer": answer_transaction_calls(settings),
         "api_invoke_endpoint": [("sagemaker", "InvokeEndpoint", {"EndpointName": settings.endpoint_name})],
         "api_cloudwatch": [("logs", "DescribeLogGroups", {}),
                            *logs(execution_group, f"{TIME}-abc"),
