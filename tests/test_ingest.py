@@ -18,7 +18,7 @@ from moto import mock_aws
 
 import pyarrow.parquet as pq
 
-from kt import etl, ingest, sample
+from kt import etl, ingest, lake, sample
 from kt.data import read_sequences
 from kt.config import Settings
 
@@ -43,7 +43,8 @@ def settings(tmp_path) -> Settings:
 
 
 def _raw(settings: Settings, *parts: str) -> str:
-    return os.path.join(settings.lake, "raw", "ednet", *parts)
+    """A path in the raw version the pointer names (raw/ednet/v=<time>/...)."""
+    return os.path.join(lake.dataset(settings, "raw"), *parts)
 
 
 def _sha(path: str) -> str:
