@@ -472,6 +472,8 @@ def ingest(settings: Settings, source: str, fmt: str, consolidate: bool = True) 
     if same_source and record["fetched"] == checksums and _in_place(raw, record):
         log.info("%s has new metadata but the same bytes (sha256): nothing to do", source)
         lake.write_text(lake.join(raw, RECORD), json.dumps({**record, "identity": identity}, indent=1))
+        if raw != root:  # the pointer records the record's checksum: the same version again, with the new one
+            lake.switch(root, raw[len(root):].strip("/"), RECORD, settings.keep_versions)
         return {"changed": False, "raw": raw, **record}
     for item in fetched:
         if not lake.is_s3(root) and os.path.abspath(item.path).startswith(os.path.abspath(root) + os.sep):
