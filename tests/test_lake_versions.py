@@ -102,6 +102,44 @@ def test_switch_keeps_the_configured_number_of_served_versions_and_drops_dead_ru
     assert json.loads(lake.read_text(lake.join(root, lake.POINTER)))["version"] == served[3]
 
 
+def test_versions_on_s3_switch_with_one_put_and_prune_whole_prefixes(monkeypatch):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from kt.aws import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        for key, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lake")
+        settings = Settings(lake="s3://lake/kt")
+        root = lake.uris(settings)["processed"]
+
+        def write(version: str) -> dict:
+            lake.write_text(lake.join(version, "sequences.parquet", "part-0.parquet"), "rows")
+            lake.write_text(lake.join(version, "_manifest.json"), "{}")
+            return {}
+
+        pointers = [lake.publish_version(root, write, lambda v: None, "_manifest.json", keep=2)["pointer"]
+                    for _ in range(3)]
+        assert lake.dataset(settings, "processed") == f"{root}/{pointers[2]['version']}"
+        assert lake.versions(root) == [pointers[1]["version"], pointers[2]["version"]]
+        # (pyarrow leaves an empty "directory" marker kt/processed/ednet/ after deleting below it)
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="lake")["Contents"] if not o["Key"].endswith("/"))
+        assert keys == ["kt/processed/ednet/_current.json"] + [
+            f"kt/processed/ednet/{p['version']}/{name}" for p in pointers[1:]
+            for name in ("_manifest.json", "sequences.parquet/part-0.parquet")]
+        with pytest.raises(RuntimeError, match="switched to meanwhile"):  # a slower run that started earlier
+            lake.switch(root, pointers[1]["version"], "_manifest.json", keep=2)
+    finally:
+        server.stop()
+
+
 def test_keep_versions_is_a_setting(settings):
     from kt.config import ConfigError, load_settings
 

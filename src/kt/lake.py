@@ -256,9 +256,11 @@ def switch(root: str, version: str, manifest: str, keep: int) -> dict:
     On S3 a single PUT replaces the pointer atomically; locally ``write_bytes``
     renames a temporary file over it, so readers see the old version or the new
     one. ``previous`` lists the keep-1 versions served before, newest first:
-    what ``prune`` keeps.
+    what ``prune`` keeps. The pointer never moves back to an older version.
     """
     old = read_pointer(root)
+    if old and version < old["version"]:  # two runs at once: the one started last is served, whichever ends last
+        raise RuntimeError(f"{root}: {old['version']}, newer than {version}, was switched to meanwhile")
     served = [old["version"], *old.get("previous", [])] if old else []
     previous = [v for v in served if v != version][:max(keep - 1, 0)]
     pointer = {"version": version, "manifest": manifest, "manifest_sha256": sha256(join(root, version, manifest)),
