@@ -191,6 +191,12 @@ def test_a_killed_python_etl_leaves_the_previous_dataset_served_and_trainable(se
     assert after["version"] > dead and after["previous"] == [pointer["version"]]
     assert dead not in lake.versions(root)
     assert etl.check_manifest(lake.dataset(settings, "processed"))["rows_in"] > 0
+    # `kt train --train <processed root>` by hand follows the pointer too, and records which manifest it read.
+    from kt_testing import train_tiny_model
+
+    model_dir = train_tiny_model(root, str(tmp_path / "by-hand"), "by-hand")
+    info = json.load(open(os.path.join(model_dir, "model.json")))
+    assert info["training_manifest_sha256"] == after["manifest_sha256"]
 
 
 # --- ingestion -----------------------------------------------------------------------------
