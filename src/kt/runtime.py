@@ -172,8 +172,8 @@ def check_dataset(settings: Settings) -> dict:
     from kt import etl, lake
 
     root = lake.uris(settings)["processed"]
-    pointer = lake.read_pointer(root)
-    uri = lake.current(root)
+    pointer = lake.read_pointer(root)  # read once: the version checked is the version returned
+    uri = lake.join(root, pointer["version"]) if pointer else root
     manifest = etl.check_manifest(uri)
     sha = lake.sha256(lake.join(uri, "_manifest.json"))
     if pointer is not None and pointer["manifest_sha256"] != sha:
