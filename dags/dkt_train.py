@@ -3,6 +3,10 @@
 Trains DKT when the **processed asset** (`processed/ednet/`) is updated by
 `ednet_etl`, or when `kt_drift_check` finds drift, or by hand. Logic: `kt`.
 
+0. **check_dataset**: the processed version `processed/ednet/_current.json`
+   names, refused unless its manifest checks out (`kt.runtime.check_dataset`);
+   the job trains on exactly that version, and the candidate's model.json must
+   carry its manifest's checksum.
 1. **train_model**: the CreateTrainingJob request of `kt.aws_requests.training_job`
    (script mode on the PyTorch image, managed spot with `MaxWaitTimeInSeconds`,
    checkpoints in the lake through `CheckpointConfig`, so a spot interruption
@@ -58,14 +62,21 @@ PROCESSED = runtime.lake_asset("processed")
 )
 def dkt_train():
     @task
-    def training_request(params: dict | None = None) -> dict:
-        """CreateTrainingJob of this run: every name from the run id."""
+    def check_dataset() -> dict:
+        """Refuse a processed dataset whose manifest does not check out; pin the version to train on."""
+        return runtime.check_dataset(runtime.task_settings())
+
+    @task
+    def training_request(dataset: dict, params: dict | None = None) -> dict:
+        """CreateTrainingJob of this run: every name from the run id, the channel on the checked version."""
         from kt import aws_requests
 
         context = get_current_context()
-        return aws_requests.training_job(runtime.task_settings(), runtime.run_id(context), params["hyperparameters"])
+        return aws_requests.training_job(runtime.task_settings(), runtime.run_id(context), params["hyperparameters"],
+                                         processed=dataset["uri"])
 
-    request = training_request()
+    dataset = check_dataset()
+    request = training_request(dataset)
     train_model = runtime.operator(
         "training",
         task_id="train_model",
@@ -78,9 +89,9 @@ def dkt_train():
     )
 
     @task
-    def evaluate(training: dict) -> dict:
-        """Test-split metrics of the new model and of the current one."""
-        return runtime.evaluate_candidate(runtime.task_settings(), training)
+    def evaluate(training: dict, dataset: dict) -> dict:
+        """Test-split metrics of the new model and of the current one, on the version trained on."""
+        return runtime.evaluate_candidate(runtime.task_settings(), training, dataset)
 
     @task.short_circuit
     def gate(evaluation: dict) -> bool:
@@ -98,7 +109,7 @@ def dkt_train():
         return runtime.deployment_requests(runtime.task_settings(), runtime.run_id(context),
                                            evaluation["model_data_url"])
 
-    evaluation = evaluate(train_model.output)
+    evaluation = evaluate(train_model.output, dataset)
     deploy = deployment_requests(evaluation)
     create_model = runtime.operator("model", task_id="create_model", config=deploy["model"])
     create_endpoint_config = runtime.operator("endpoint_config", task_id="create_endpoint_config",
@@ -121,7 +132,7 @@ def dkt_train():
         return pipeline.promote(runtime.task_settings(), evaluation["job_name"], evaluation["model_data_url"],
                                 evaluation["candidate"])
 
-    chain(request, train_model, evaluation, gate(evaluation), deploy, create_model, create_endpoint_config,
+    chain(dataset, request, train_model, evaluation, gate(evaluation), deploy, create_model, create_endpoint_config,
           deploy_endpoint, promote(evaluation))
 
 

@@ -2,16 +2,20 @@
 
 Runs on every update of the **raw asset** (`raw/ednet/`, announced by
 `ednet_ingest`): the Glue job `ednet-preprocessor` (`glue/ednet_preprocessor.py`)
-turns the raw EdNet/Riiid files into `processed/ednet/` (sequences, skills,
-manifest, quarantine; docs/contracts.md §4).
+turns the current version of the raw EdNet/Riiid files into a new version of
+`processed/ednet/` (sequences, skills, manifest, quarantine; docs/contracts.md
+§3, §4) and switches `processed/ednet/_current.json` to it once its manifest
+checks out: a failed run leaves the previous dataset served.
 
 - **aws**: `GlueJobOperator` starts the job Terraform created, with this run's
   `--raw`, `--processed`, `--format` and `--skill-mappings`.
 - **local**: the same script, with the same arguments, on local Spark
   (`plugins/kt_local_operators.py`).
 
-The manifest's accounting (`rows_in = rows_out + lectures + quarantined`) is
-checked before the **processed asset** is announced, on which `dkt_train` runs.
+The version the pointer now names is checked again (the manifest's accounting
+`rows_in = rows_out + lectures + quarantined`, the pointer's checksum of it, and
+that this run moved the pointer) before the **processed asset** is announced,
+on which `dkt_train` runs.
 """
 
 from __future__ import annotations
@@ -65,11 +69,11 @@ def ednet_etl():
     )
 
     @task(outlets=[PROCESSED])
-    def check_manifest() -> dict:
-        """Refuse an ETL output whose row accounting does not add up; else announce the processed asset."""
-        return runtime.check_manifest(runtime.task_settings())
+    def check_manifest(pointer_before: str | None) -> dict:
+        """Refuse an ETL output that was not switched to or does not add up; else announce the processed asset."""
+        return runtime.check_manifest(runtime.task_settings(), pointer_before)
 
-    chain(glue, run_glue_job, check_manifest())
+    chain(glue, run_glue_job, check_manifest(glue["pointer_before"]))
 
 
 ednet_etl()

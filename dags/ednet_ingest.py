@@ -1,7 +1,9 @@
 """# ednet_ingest
 
-Brings EdNet KT1 or Riiid files into the lake's `raw/ednet/` (docs/contracts.md §3), then
-announces the **raw asset**, on which `ednet_etl` runs.
+Brings EdNet KT1 or Riiid files into a new version of the lake's `raw/ednet/`
+(docs/contracts.md §3), switches `raw/ednet/_current.json` to it once every file
+is in place (a failed run leaves the previous files served), then announces the
+**raw asset**, on which `ednet_etl` runs.
 
 Trigger it from the UI with:
 
@@ -16,7 +18,7 @@ Trigger it from the UI with:
   the per-user files.
 
 Downloads resume where a failed attempt stopped (HTTP `Range`), checksums go to
-`raw/ednet/_ingest.json`, archives are streamed (never extracted to disk), and
+the version's `_ingest.json`, archives are streamed (never extracted to disk), and
 KT1's small files are written in parallel. Running it again on the same source
 does nothing and announces nothing. Logic: `kt.ingest`.
 """

@@ -13,6 +13,14 @@ and locally, where `awsglue` is not importable, the same arguments run it on pla
 The rows are exactly those of `kt etl --engine python`; the logic, and how each
 rule of the reference is met, is in `kt.spark_etl` (this file only wires it).
 
+`--raw` and `--processed` are the dataset roots (docs/contracts.md §3): the job
+reads the raw version `raw/ednet/_current.json` names, writes a new
+`processed/ednet/v=<time>/`, and switches `processed/ednet/_current.json` to it
+only after its manifest checks out (`kt.etl.publish`); a job that fails or is
+killed midway leaves the pointer, and every reader, on the previous version.
+`--keep-versions` (default `kt.lake.DEFAULT_KEEP_VERSIONS`; the DAG passes
+`KT_KEEP_VERSIONS`) is how many versions stay.
+
 EdNet KT1's ~784K per-user files are read by ONE CSV read over the KT1/
 directory, never file by file: a read per file would be 784K Spark jobs
 planned one after the other by the driver, while one read lets Spark pack the
@@ -45,12 +53,12 @@ import json
 import logging
 import sys
 
-from kt import spark_etl
+from kt import etl, lake, spark_etl
 
 log = logging.getLogger("ednet_preprocessor")
 
 GLUE_REQUIRED = ("JOB_NAME", "raw", "processed")
-GLUE_OPTIONAL = ("skill-mappings", "format")
+GLUE_OPTIONAL = ("skill-mappings", "format", "keep-versions")
 BOOKMARKS_OFF = "job-bookmark-disable"
 
 
@@ -61,6 +69,8 @@ def parse_args(argv: list[str]) -> dict[str, str | None]:
     parser.add_argument("--processed", required=True, help="processed/ednet prefix")
     parser.add_argument("--skill-mappings", help="skill->topic JSON (default: raw/skill_mappings.json, else the seed's)")
     parser.add_argument("--format", choices=spark_etl.FORMATS, help="input format (default: detected)")
+    parser.add_argument("--keep-versions", type=int, default=lake.DEFAULT_KEEP_VERSIONS,
+                        help="versions of processed/ednet kept, the new one included")
     parser.add_argument("--JOB_NAME", default="ednet-preprocessor")
     parser.add_argument("--TempDir", help="Glue's temporary directory (unused)")
     return vars(parser.parse_args(argv))
@@ -80,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
         from awsglue.utils import getResolvedOptions
     except ImportError:
         args = parse_args(argv)
-        return spark_etl.run(args["raw"], args["processed"], fmt=args["format"], skill_mappings=args["skill_mappings"])
+        return etl.publish(args["processed"], lambda version: spark_etl.run(
+            args["raw"], version, fmt=args["format"], skill_mappings=args["skill_mappings"]), args["keep_versions"])
 
     from pyspark.context import SparkContext
 
@@ -91,8 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     glue_context = GlueContext(SparkContext.getOrCreate())
     job = Job(glue_context)
     job.init(args["JOB_NAME"], args)
-    manifest = spark_etl.run(args["raw"], args["processed"], fmt=args.get("format"),
-                             skill_mappings=args.get("skill_mappings"), spark=glue_context.spark_session)
+    manifest = etl.publish(args["processed"], lambda version: spark_etl.run(
+        args["raw"], version, fmt=args.get("format"), skill_mappings=args.get("skill_mappings"),
+        spark=glue_context.spark_session), int(args.get("keep_versions") or lake.DEFAULT_KEEP_VERSIONS))
     job.commit()
     return manifest
 

@@ -99,6 +99,7 @@ locals {
     glue_script_location       = local.glue_script_uri
     glue_extra_py_files        = local.glue_library_uri
     alarm_topic_arn            = aws_sns_topic.alarms.arn
+    keep_versions              = var.keep_versions
   }
 
   # IAM statements whose resource is "*", by sid, with the reason. tests/test_terraform.py fails on

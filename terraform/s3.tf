@@ -113,6 +113,56 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     }
   }
 
+  # Dataset versions (docs/contracts.md §3): each ingestion and ETL run writes raw/ednet/v=<time>/ or
+  # processed/ednet/v=<time>/ and the code (kt.lake.prune) deletes the versions beyond KT_KEEP_VERSIONS
+  # after switching the pointer. S3 lifecycle cannot count runs, nor see which version _current.json names:
+  # an age-based expiration here would delete the version being served once no run has replaced it for
+  # that long. So these rules are the time-based backstop for what the code leaves behind, never the
+  # served data: the noncurrent object versions of pruned dataset versions (gone after 7 days instead of
+  # the bucket's 30), the delete markers left once those are gone (which would slow every listing of the
+  # prefix), and the multipart uploads of a writer killed midway (invisible to listings, billed).
+  rule {
+    id     = "expire-pruned-raw-versions"
+    status = "Enabled"
+
+    filter {
+      prefix = "raw/ednet/v="
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 7
+    }
+
+    expiration {
+      expired_object_delete_marker = true
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
+  rule {
+    id     = "expire-pruned-processed-versions"
+    status = "Enabled"
+
+    filter {
+      prefix = "processed/ednet/v="
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = 7
+    }
+
+    expiration {
+      expired_object_delete_marker = true
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 1
+    }
+  }
+
   rule {
     id     = "noncurrent-versions-and-uploads"
     status = "Enabled"

@@ -233,6 +233,17 @@ variable "data_capture_sampling_percentage" {
   }
 }
 
+variable "keep_versions" {
+  description = "Versions of raw/ednet and processed/ednet kept by ingestion and the ETL: the served one and those served before it (KT_KEEP_VERSIONS)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.keep_versions >= 1 && floor(var.keep_versions) == var.keep_versions
+    error_message = "keep_versions must be a whole number of at least 1."
+  }
+}
+
 variable "training_instance_type" {
   description = "Instance type of SageMaker training jobs (a GPU type selects the GPU training image)."
   type        = string

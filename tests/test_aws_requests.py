@@ -14,12 +14,13 @@ import regex  # AWS patterns use \p{...} classes, which re lacks (regex is in re
 from botocore.validate import validate_parameters
 from moto import mock_aws
 
-from kt import aws_requests, package
+from kt import aws_requests, lake, package
 from kt.config import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = "2026-11-25-0200"
 RUN_DATE = "2026-11-25"
+VERSION = "v=20261125T020000000000Z"  # a processed version (kt.lake.new_version)
 S3_LAKE = "s3://pythagoras-kt-lake-123456789012-us-east-1"
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MODEL_URL = f"{S3_LAKE}/models/dkt/pythagoras-dkt-{RUN}/output/model.tar.gz"
@@ -29,9 +30,11 @@ SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
 def _requests(settings: Settings) -> dict[str, tuple[str, dict]]:
     """operation -> request, for every builder in kt.aws_requests."""
     hp = {"epochs": 20, "batch_size": 64, "lr": 0.002}
+    processed = lake.join(settings.lake, "processed", "ednet", VERSION)
     return {
-        "training_spot": ("CreateTrainingJob", aws_requests.training_job(settings, RUN, hp)),
-        "training_on_demand": ("CreateTrainingJob", aws_requests.training_job(settings, RUN, hp, spot=False)),
+        "training_spot": ("CreateTrainingJob", aws_requests.training_job(settings, RUN, hp, processed=processed)),
+        "training_on_demand": ("CreateTrainingJob",
+                               aws_requests.training_job(settings, RUN, hp, spot=False, processed=processed)),
         "model": ("CreateModel", aws_requests.model(settings, RUN, MODEL_URL)),
         "endpoint_config": ("CreateEndpointConfig", aws_requests.endpoint_config(settings, RUN)),
         "endpoint": ("CreateEndpoint", aws_requests.endpoint(settings, RUN)),
@@ -126,18 +129,20 @@ def test_realtime_configs_capture_requests_to_the_lake_where_the_drift_check_rea
 
 def test_training_uses_managed_spot_with_checkpoints_in_the_lake():
     settings = Settings(runtime="aws", lake=S3_LAKE)
-    request = aws_requests.training_job(settings, RUN, {"epochs": 3})
+    request = aws_requests.training_job(settings, RUN, {"epochs": 3}, processed=f"{S3_LAKE}/processed/ednet/{VERSION}")
     assert request["EnableManagedSpotTraining"] is True
     stopping = request["StoppingCondition"]
     assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"]
     assert request["CheckpointConfig"] == {
         "S3Uri": f"{S3_LAKE}/models/dkt/checkpoints/pythagoras-dkt-{RUN}", "LocalPath": "/opt/ml/checkpoints"}
-    on_demand = aws_requests.training_job(settings, RUN, {"epochs": 3}, spot=False)
+    on_demand = aws_requests.training_job(settings, RUN, {"epochs": 3}, spot=False,
+                                          processed=f"{S3_LAKE}/processed/ednet/{VERSION}")
     assert "EnableManagedSpotTraining" not in on_demand and "MaxWaitTimeInSeconds" not in on_demand["StoppingCondition"]
 
 
 def test_training_runs_the_packaged_script_mode_entry_point():
-    request = aws_requests.training_job(Settings(lake=S3_LAKE), RUN, {"epochs": 3, "lr": 0.002})
+    request = aws_requests.training_job(Settings(lake=S3_LAKE), RUN, {"epochs": 3, "lr": 0.002},
+                                        processed=f"{S3_LAKE}/processed/ednet/{VERSION}")
     hp = request["HyperParameters"]
     assert all(isinstance(v, str) for v in hp.values())  # SageMaker takes strings only
     assert (hp["epochs"], hp["lr"]) == ("3", "0.002")
@@ -145,7 +150,7 @@ def test_training_runs_the_packaged_script_mode_entry_point():
     assert hp["sagemaker_submit_directory"] == f"{S3_LAKE}/artifacts/sagemaker/{package.SOURCEDIR}"
     (channel,) = request["InputDataConfig"]
     assert channel["ChannelName"] == "training"  # kt.train reads SM_CHANNEL_TRAINING
-    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"{S3_LAKE}/processed/ednet/"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"{S3_LAKE}/processed/ednet/{VERSION}/"
     assert request["OutputDataConfig"]["S3OutputPath"] == f"{S3_LAKE}/models/dkt"  # + <job>/output/model.tar.gz
 
 
@@ -195,7 +200,7 @@ def test_moto_accepts_the_requests_as_the_operators_send_them():
     settings = Settings(runtime="aws", lake=S3_LAKE, endpoint_mode="realtime", kms_key_arn=KMS_KEY)
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
-        training = aws_requests.training_job(settings, RUN, {"epochs": 3})
+        training = aws_requests.training_job(settings, RUN, {"epochs": 3}, processed=f"{S3_LAKE}/processed/ednet/{VERSION}")
         client.create_training_job(**training)
         described = client.describe_training_job(TrainingJobName=training["TrainingJobName"])
         assert described["EnableManagedSpotTraining"] is True

@@ -170,16 +170,31 @@ def test_training_paths_table_is_kt_config():
 
 
 def test_the_layout_lists_every_prefix_the_code_builds():
-    from kt import aws_requests, drift, refresh
+    from kt import drift, lake, refresh
     from kt.config import Settings
 
     settings = Settings(lake="LAKE")
     layout = sections()["3"]
-    paths = [*aws_requests.lake_uris(settings, run_date="<run-date>").values(), refresh.watermark_uri("LAKE"),
+    paths = [*lake.uris(settings, run_date="<run-date>").values(), refresh.watermark_uri("LAKE"),
              drift.report_uri(settings, "<run-date>")]
     for uri in paths:
         assert uri.startswith("LAKE/")
         assert uri[len("LAKE/"):] in layout, f"{uri} is not in §3"
+
+
+def test_the_pointer_example_has_the_keys_switch_writes(tmp_path):
+    from kt import lake
+
+    root = str(tmp_path / "processed" / "ednet")
+    version = lake.new_version()
+    lake.write_text(lake.join(root, version, "_manifest.json"), "{}")
+    written = lake.switch(root, version, "_manifest.json", keep=3)
+    example = re.search(r"```\n(\{\"version\".*?\})\n```", sections()["3"], re.S)
+    assert example, "no pointer example in §3"
+    documented = json.loads(example.group(1))
+    assert set(documented) == set(written)
+    assert re.fullmatch(r"v=\d{8}T\d{12}Z", documented["version"]) and re.fullmatch(r"v=\d{8}T\d{12}Z", version)
+    assert f"{lake.POINTER}" in sections()["3"]
 
 
 def test_raw_formats_are_kt_schema():

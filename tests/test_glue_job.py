@@ -213,7 +213,8 @@ def test_glue_branch_end_to_end_equals_the_reference(site, tmp_path):
     calls = json.loads(done.stdout.splitlines()[-1])["job_calls"]
     assert calls == [["init", "ednet-preprocessor", "job-bookmark-disable"], ["commit", "ednet-preprocessor", None]]
 
-    out = f"{lake_root}/processed/ednet"
+    out = lake.dataset(settings, "processed")  # the version the job switched processed/ednet/_current.json to
+    assert out != f"{lake_root}/processed/ednet"
     manifest = json.loads(lake.read_text(f"{out}/_manifest.json"))
     reference = str(tmp_path / "reference")
     ref_manifest = etl.run_etl(f"{lake_root}/raw/ednet", reference, progress=False)  # same files, same paths

@@ -34,7 +34,7 @@ from iam_check import (
     variable,
 )
 
-from kt import aws_requests, dynamo
+from kt import aws_requests, dynamo, lake
 from kt.config import Settings
 
 RUN = "2026-11-25-0200"
@@ -92,6 +92,9 @@ def pull(image_uri: str) -> list[tuple[str, str, dict]]:
         ("ecr", op, params) for op in ("BatchCheckLayerAvailability", "GetDownloadUrlForLayer", "BatchGetImage")]
 
 
+VERSION, NEW_VERSION = "v=20261118T020000000000Z", "v=20261125T020000000000Z"  # kt.lake.new_version
+
+
 def logs(group: str, stream: str, describe: bool = True, create_group: bool = True) -> list[tuple[str, str, dict]]:
     """A container's CloudWatch Logs: the group (made if missing), its streams, a new stream, the events."""
     return [
@@ -104,7 +107,8 @@ def logs(group: str, stream: str, describe: bool = True, create_group: bool = Tr
 
 def sagemaker_calls(settings: Settings) -> list[tuple[str, str, dict]]:
     """What SageMaker does with the execution role for the DAG's training job, transform job and endpoint."""
-    training = aws_requests.training_job(settings, RUN, {"epochs": 1})
+    version = lake.join(lake.uris(settings)["processed"], VERSION)  # the processed version dkt_train checked
+    training = aws_requests.training_job(settings, RUN, {"epochs": 1}, processed=version)
     job = training["TrainingJobName"]
     channel = training["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
     output = f"{training['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job}/output/model.tar.gz"
@@ -148,12 +152,21 @@ def glue_calls(settings: Settings) -> list[tuple[str, str, dict]]:
     args = render(job["default_arguments"])
     script = render(job["command"][0]["script_location"])
     raw, processed, temp = args["--raw"], args["--processed"], args["--TempDir"]
+    raw_version, new, old = f"{raw}{VERSION}/", f"{processed}{NEW_VERSION}/", f"{processed}{VERSION}/"
     calls = [
         s3("GetObject", script), s3("GetObject", args["--extra-py-files"]), s3("GetObject", args["--skill-mappings"]),
-        s3("ListObjectsV2", raw), s3("GetObject", f"{raw}train.csv"), s3("GetObject", f"{raw}questions.csv"),
-        # Spark writes the output (overwrite: list and delete the old one) and stages through --TempDir
-        s3("ListObjectsV2", processed), s3("DeleteObject", f"{processed}sequences.parquet/split=train/old.parquet"),
-        *upload(f"{processed}sequences.parquet/split=train/part-00000.parquet"),
+        # the raw pointer, then the version it names (kt.lake.current)
+        s3("HeadObject", f"{raw}_current.json"), s3("GetObject", f"{raw}_current.json"),
+        s3("ListObjectsV2", raw_version), s3("GetObject", f"{raw_version}train.csv"),
+        s3("GetObject", f"{raw_version}questions.csv"),
+        # Spark writes a new version (overwrite: list and delete what a killed attempt left) and stages through --TempDir
+        s3("ListObjectsV2", new), s3("DeleteObject", f"{new}sequences.parquet/split=train/old.parquet"),
+        *upload(f"{new}sequences.parquet/split=train/part-00000.parquet"), s3("PutObject", f"{new}_manifest.json"),
+        # kt.lake.publish_version: check, switch the pointer (one PUT), prune the versions beyond --keep-versions
+        s3("GetObject", f"{new}_manifest.json"), s3("GetObject", f"{processed}_current.json"),
+        s3("PutObject", f"{processed}_current.json"), s3("ListObjectsV2", processed),
+        s3("DeleteObject", f"{old}_manifest.json"),  # DeleteObjects: s3:DeleteObject on each key
+        s3("PutObject", processed),  # pyarrow's empty directory marker processed/ednet/ after deleting below it
         s3("ListObjectsV2", temp), *[s3(op, f"{temp}partitionlisting/x") for op in ("PutObject", "GetObject",
                                                                                     "DeleteObject")],
         # continuous logging, KMS-encrypted by the security configuration ("Setting up encryption in AWS Glue":

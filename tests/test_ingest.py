@@ -18,7 +18,7 @@ from moto import mock_aws
 
 import pyarrow.parquet as pq
 
-from kt import etl, ingest, sample
+from kt import etl, ingest, lake, sample
 from kt.data import read_sequences
 from kt.config import Settings
 
@@ -43,7 +43,8 @@ def settings(tmp_path) -> Settings:
 
 
 def _raw(settings: Settings, *parts: str) -> str:
-    return os.path.join(settings.lake, "raw", "ednet", *parts)
+    """A path in the raw version the pointer names (raw/ednet/v=<time>/...)."""
+    return os.path.join(lake.dataset(settings, "raw"), *parts)
 
 
 def _sha(path: str) -> str:
@@ -81,8 +82,11 @@ def test_a_touched_but_identical_source_is_recognised_by_its_checksum(riiid_dir,
     ingest.ingest(settings, str(source), "riiid")
     before = os.stat(_raw(settings, "train.csv")).st_mtime_ns
     os.utime(source / "train.csv", ns=(1, 1))  # new mtime, same bytes
+    pointer = lake.read_pointer(lake.uris(settings)["raw"])
     assert not ingest.ingest(settings, str(source), "riiid")["changed"]
     assert os.stat(_raw(settings, "train.csv")).st_mtime_ns == before
+    again = lake.read_pointer(lake.uris(settings)["raw"])  # same version; the record's new checksum
+    assert again["version"] == pointer["version"] and again["manifest_sha256"] == lake.sha256(_raw(settings, "_ingest.json"))
     with open(source / "train.csv", "a") as f:  # new bytes
         f.write("999999,0,1,1,0,0,0,1,,\n")
     assert ingest.ingest(settings, str(source), "riiid")["changed"]

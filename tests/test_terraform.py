@@ -290,6 +290,7 @@ def test_contract_defaults(variable, expected):
         ("transform_instance_type", "transform_instance_type"),
         ("region", "region"),
         ("ssm_parameter_name", "ssm_parameter"),
+        ("keep_versions", "keep_versions"),
     ],
 )
 def test_defaults_agree_with_kt_config(variable, field):
@@ -422,6 +423,14 @@ def test_lake_lifecycle_rules():
     assert one(by_prefix["inference/batch/"], "expiration")["days"] == 30
     assert one(by_prefix["monitoring/data-capture/"], "expiration")["days"] == 90
     assert one(by_prefix[""], "noncurrent_version_expiration")["noncurrent_days"] == 30
+    # Dataset versions (kt.lake): only what the code pruned or left unfinished expires, never the served version.
+    from kt import lake
+
+    for dataset in ("raw/ednet/", "processed/ednet/"):
+        rule = by_prefix[dataset + lake.VERSION_PREFIX]
+        assert one(rule, "noncurrent_version_expiration")["noncurrent_days"] == 7
+        assert one(rule, "expiration") == {"expired_object_delete_marker": True}  # no age-based expiry: see s3.tf
+        assert one(rule, "abort_incomplete_multipart_upload")["days_after_initiation"] == 1
     assert all(rule["status"] == "Enabled" for rule in rules.values())
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Iterator
 
-from kt import aws, aws_requests, demo, dynamo, evaluate, lake, pipeline, refresh, runtime, sample
+from kt import aws, demo, dynamo, evaluate, lake, pipeline, refresh, runtime, sample
 from kt.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _mastery_stamps(local: Settings) -> dict[str, str]:
 
 
 def _input_users(settings: Settings) -> int:
-    uris = aws_requests.lake_uris(settings, RUN_DATE)
+    uris = lake.uris(settings, RUN_DATE)
     return sum(len(lake.read_text(u).splitlines()) for u in lake.list_files(uris["batch_input"]))
 
 
@@ -154,7 +154,7 @@ def main(users: int = 2000, skills: int = 16, seed: int = 7, epochs: int = 8) ->
 
         demo._step(4, STEPS, "ednet_etl: glue/ednet_preprocessor.py on local Spark -> processed/ednet/")
         dags_test("ednet_etl", logs)
-        manifest = json.loads(lake.read_text(lake.join(aws_requests.lake_uris(local)["processed"], "_manifest.json")))
+        manifest = json.loads(lake.read_text(lake.join(lake.dataset(local, "processed"), "_manifest.json")))
         print(f"    rows in {manifest['rows_in']:,} = out {manifest['rows_out']:,} + lectures {manifest['lectures']:,} "
               f"+ quarantined {manifest['quarantined']} {manifest['quarantined_by_reason']}")
 
@@ -182,7 +182,7 @@ def main(users: int = 2000, skills: int = 16, seed: int = 7, epochs: int = 8) ->
 
         demo._step(7, STEPS, f"kt_drift_check for {RUN_DATE}: PSI of the tutor answers vs the model's reference")
         dags_test("kt_drift_check", logs)
-        drift = json.loads(lake.read_text(lake.join(aws_requests.lake_uris(local)["drift"], f"{RUN_DATE}.json")))
+        drift = json.loads(lake.read_text(lake.join(lake.uris(local)["drift"], f"{RUN_DATE}.json")))
         score = "n/a" if drift["drift_score"] is None else f"{drift['drift_score']:.3f}"
         print(f"    DriftScore {score} (threshold {drift['threshold']}): {drift['status']}"
               + (f"; {'; '.join(drift['reasons'])} -> dkt_train triggered" if drift["retrain"] else ""))

@@ -76,7 +76,7 @@ def load_catalog(settings: Settings) -> Catalog:
     if info is not None:
         topics = {int(s): t for s, t in info["skill_topics"].items()}
         return Catalog(tuple(int(s) for s in info["skill_ids"]), topics, f"model {info.get('model_version')}")
-    skills_uri = lake.join(settings.lake, "processed", "ednet", "skills.parquet")
+    skills_uri = lake.join(lake.dataset(settings, "processed"), "skills.parquet")
     if lake.exists(skills_uri):
         import pyarrow.parquet as pq
 

@@ -48,30 +48,19 @@ def names(settings: Settings, run: str) -> dict[str, str]:
     }
 
 
-def lake_uris(settings: Settings, run_date: str | None = None) -> dict[str, str]:
-    """The lake prefixes of docs/contracts.md §3."""
-    root = settings.lake
-    uris = {
-        "raw": lake.join(root, "raw", "ednet"),
-        "processed": lake.join(root, "processed", "ednet"),
-        "models": lake.join(root, "models", "dkt"),
-        "current_model": lake.join(root, "models", "dkt", "current.json"),
-        "checkpoints": lake.join(root, "models", "dkt", "checkpoints"),
-        "sourcedir": lake.join(root, "artifacts", "sagemaker", "sourcedir.tar.gz"),
-        "events": lake.join(root, "events", "answers"),
-        "drift": lake.join(root, "monitoring", "drift"),
-        # SageMaker appends <endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl; the trailing "/" as Terraform writes it.
-        "data_capture": lake.join(root, "monitoring", "data-capture") + "/",
-    }
-    if run_date:
-        uris["batch_input"] = lake.join(root, "inference", "batch", run_date, "input")
-        uris["batch_output"] = lake.join(root, "inference", "batch", run_date, "output")
-    return uris
+lake_uris = lake.uris  # moved to kt.lake, the one place lake paths are resolved; kept for callers not yet moved
 
 
-def training_job(settings: Settings, run: str, hyperparameters: dict[str, object], spot: bool = True) -> dict:
-    """CreateTrainingJob: script mode on the PyTorch image, managed spot, checkpoints in the lake."""
-    uris = lake_uris(settings)
+def training_job(settings: Settings, run: str, hyperparameters: dict[str, object], spot: bool = True,
+                 processed: str | None = None) -> dict:
+    """CreateTrainingJob: script mode on the PyTorch image, managed spot, checkpoints in the lake.
+
+    The training channel is one version of the processed dataset: ``processed``
+    when given (dkt_train passes the version it checked), else the one the
+    pointer names now. A later ETL run cannot change what this job reads.
+    """
+    uris = lake.uris(settings)
+    processed = processed or lake.dataset(settings, "processed")
     name = names(settings, run)["training_job"]
     request = {
         "TrainingJobName": name,
@@ -89,7 +78,7 @@ def training_job(settings: Settings, run: str, hyperparameters: dict[str, object
         },
         "InputDataConfig": [{
             "ChannelName": "training",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uris["processed"] + "/",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": processed.rstrip("/") + "/",
                                             "S3DataDistributionType": "FullyReplicated"}},
             "InputMode": "File",
         }],
@@ -166,7 +155,7 @@ def data_capture_config(settings: Settings) -> dict:
     config: dict = {
         "EnableCapture": True,
         "InitialSamplingPercentage": settings.data_capture_sampling_percentage,
-        "DestinationS3Uri": lake_uris(settings)["data_capture"],
+        "DestinationS3Uri": lake.uris(settings)["data_capture"],
         "CaptureOptions": [{"CaptureMode": mode} for mode in CAPTURE_MODES],
         "CaptureContentTypeHeader": {"JsonContentTypes": list(CAPTURE_JSON_CONTENT_TYPES)},
     }
@@ -182,7 +171,7 @@ def endpoint(settings: Settings, run: str) -> dict:
 
 def transform_job(settings: Settings, run: str, run_date: str, model_name: str) -> dict:
     """CreateTransformJob: one user per JSON line, MultiRecord batches, outputs assembled by line."""
-    uris = lake_uris(settings, run_date)
+    uris = lake.uris(settings, run_date)
     return {
         "TransformJobName": names(settings, run)["transform_job"],
         "ModelName": model_name,

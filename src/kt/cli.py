@@ -41,18 +41,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_etl(args: argparse.Namespace) -> int:
-    from kt import aws_requests
+    from kt import etl, lake
 
     settings = _settings(args)
-    uris = aws_requests.lake_uris(settings)
+    uris = lake.uris(settings)
     if args.engine == "spark":
         from kt import spark_etl
 
-        manifest = spark_etl.run(uris["raw"], uris["processed"], fmt=args.format, skill_mappings=args.skill_mappings)
+        run = spark_etl.run
     else:
-        from kt import etl
-
-        manifest = etl.run_etl(uris["raw"], uris["processed"], fmt=args.format, skill_mappings=args.skill_mappings)
+        run = etl.run_etl
+    manifest = etl.publish(uris["processed"], lambda version: run(
+        uris["raw"], version, fmt=args.format, skill_mappings=args.skill_mappings), settings.keep_versions)
     print(json.dumps({k: v for k, v in manifest.items() if k != "inputs"}, indent=1))
     return 0
 

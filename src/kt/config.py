@@ -106,6 +106,7 @@ class Settings:
     glue_extra_py_files: str | None = None  # s3:// URI of the kt zip from `make package`
     api_key: str | None = None  # required by `kt api` when set
     alarm_topic_arn: str | None = None
+    keep_versions: int = 3  # versions of raw/ednet and processed/ednet kept: the current one and those served before
 
 
 # field -> (environment variable, parser)
@@ -138,6 +139,7 @@ _SOURCES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "glue_extra_py_files": ("KT_GLUE_EXTRA_PY_FILES", _optional),
     "api_key": ("KT_API_KEY", _optional),
     "alarm_topic_arn": ("KT_ALARM_TOPIC_ARN", _optional),
+    "keep_versions": ("KT_KEEP_VERSIONS", _positive_int),
 }
 assert set(_SOURCES) == {f.name for f in fields(Settings)}
 

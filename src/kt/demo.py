@@ -36,7 +36,7 @@ def run(settings: Settings, users: int = 2000, skills: int = 16, seed: int = 7, 
     work_dir = pipeline.sagemaker_work_dir(settings)
     for path in (settings.lake, work_dir):
         shutil.rmtree(path, ignore_errors=True)
-    uris = aws_requests.lake_uris(settings)
+    uris = lake.uris(settings)
     total = 6
 
     t = _step(1, total, f"simulating {users} students on {skills} skills -> {uris['raw']}")
@@ -45,7 +45,8 @@ def run(settings: Settings, users: int = 2000, skills: int = 16, seed: int = 7, 
           f"{counts['tutor_answers']:,} tutor answers ({time.monotonic() - t:.0f}s)")
 
     t = _step(2, total, f"ETL (python engine) -> {uris['processed']}")
-    manifest = etl.run_etl(uris["raw"], uris["processed"])
+    manifest = etl.publish(uris["processed"], lambda version: etl.run_etl(uris["raw"], version),
+                           settings.keep_versions)
     print(f"    rows in {manifest['rows_in']:,} = out {manifest['rows_out']:,} + lectures {manifest['lectures']:,} "
           f"+ quarantined {manifest['quarantined']} {manifest['quarantined_by_reason']} ({time.monotonic() - t:.0f}s)")
 

@@ -116,7 +116,7 @@ def capture_prefix(settings: Settings) -> str:
     """Where SageMaker writes this endpoint's captured requests: <DestinationS3Uri>/<endpoint>/<variant>."""
     from kt import aws_requests, lake
 
-    return lake.join(aws_requests.lake_uris(settings)["data_capture"], settings.endpoint_name,
+    return lake.join(lake.uris(settings)["data_capture"], settings.endpoint_name,
                      aws_requests.VARIANT_NAME)
 
 
@@ -325,9 +325,9 @@ def metric_data(settings: Settings, report: dict) -> list[dict]:
 
 
 def report_uri(settings: Settings, run_date: str) -> str:
-    from kt import aws_requests, lake
+    from kt import lake
 
-    return lake.join(aws_requests.lake_uris(settings)["drift"], f"{run_date}.json")
+    return lake.join(lake.uris(settings)["drift"], f"{run_date}.json")
 
 
 def check(settings: Settings, run_date: str, threshold: float = DEFAULT_THRESHOLD, days: int = RECENT_DAYS) -> dict:

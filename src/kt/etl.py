@@ -9,6 +9,10 @@ Out-of-core in two passes so memory stays flat whatever the input size:
    the rows into one list per user, assign the split, and write parquet.
 
 The Glue/Spark job (``glue/ednet_preprocessor.py``) must produce the same rows.
+
+``run_etl`` writes one processed directory; ``publish`` (both engines: ``kt etl``,
+the Glue job) writes it as a new version of processed/ednet and switches the
+pointer only once ``check_manifest`` accepts it (docs/contracts.md §3.1).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +67,36 @@ def raw_paths(raw: str, fmt: str) -> dict[str, str]:
 def detect_format(raw: str) -> str:
     """riiid when train.csv is there, else kt1."""
     return "riiid" if lake.exists(lake.join(raw, "train.csv")) else "kt1"
+
+
+class ManifestError(RuntimeError):
+    """A processed dataset whose manifest is missing or does not check out: never served, never trained on."""
+
+
+def check_manifest(processed: str) -> dict:
+    """The manifest of one processed directory, refused unless the output is complete and every row accounted for.
+
+    The one rule shared by both engines (before switching the pointer), ednet_etl's
+    check and dkt_train's (docs/contracts.md §4.4).
+    """
+    uri = lake.join(processed, "_manifest.json")
+    if not lake.exists(uri):
+        raise ManifestError(f"no {uri}: the ETL run did not finish")
+    manifest = json.loads(lake.read_text(uri))
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ManifestError(f"{uri}: schema_version {manifest.get('schema_version')!r}, this code reads {SCHEMA_VERSION}")
+    if manifest["rows_in"] != manifest["rows_out"] + manifest["lectures"] + manifest["quarantined"]:
+        raise ManifestError(f"{uri}: rows_in != rows_out + lectures + quarantined: "
+                            f"{ {k: manifest[k] for k in ('rows_in', 'rows_out', 'lectures', 'quarantined')} }")
+    for part in ("sequences.parquet", "skills.parquet"):
+        if not lake.list_files(lake.join(processed, part)):
+            raise ManifestError(f"{uri}: {lake.join(processed, part)} is missing")
+    return manifest
+
+
+def publish(processed_root: str, write: Callable[[str], dict], keep: int) -> dict:
+    """One ETL run (``write(version_uri) -> manifest``) as a new version of processed/ednet, then the switch."""
+    return lake.publish_version(processed_root, write, check_manifest, "_manifest.json", keep)
 
 
 def load_skill_topics(uri: str | None) -> dict[str, str]:
@@ -168,10 +203,11 @@ def run_etl(
     buckets: int | None = None,
     progress: bool | None = None,
 ) -> dict:
-    """Run the reference ETL from a raw prefix to a processed prefix; return the manifest."""
+    """Run the reference ETL from a raw prefix to a processed directory (replaced); return the manifest."""
     from tqdm import tqdm  # here, not at import: the Glue job imports this module, and Glue 5 has no tqdm
 
     started = time.monotonic()
+    raw = lake.current(raw)  # the raw dataset's current version (its root in a lake from before versions)
     fmt = fmt or detect_format(raw)
     paths = raw_paths(raw, fmt)
     if not lake.exists(paths["questions"]):

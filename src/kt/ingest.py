@@ -15,14 +15,17 @@
    on the ETag, so a changed file starts over).
 3. Unpack ``.zip``, ``.tar``, ``.tar.gz``/``.tgz``: members are streamed, not
    extracted to disk first.
-4. Place the format's files where the ETL reads them (docs/contracts.md §3), replacing
-   what raw/ednet/ held: Riiid ``train.csv`` + ``questions.csv``; KT1
+4. Place the format's files where the ETL reads them (docs/contracts.md §3), in a
+   new version ``raw/ednet/v=<time>/``: Riiid ``train.csv`` + ``questions.csv``; KT1
    ``contents/questions.csv`` and the per-user ``KT1/u<id>.csv`` files. A
    ``skill_mappings.json`` travels along.
 5. Record sha256 and size of every fetched and every written file (KT1 user
    files as one count and byte total), and the source's identity, in
-   ``raw/ednet/_ingest.json`` (written last: a crash before it means the next
+   the version's ``_ingest.json`` (written last: a crash before it means the next
    run does the work again).
+6. Switch ``raw/ednet/_current.json`` to the new version once every file the
+   record lists is in place (``kt.lake.publish_version``), and delete versions
+   beyond ``KT_KEEP_VERSIONS``. Until then readers keep the previous version.
 
 KT1's many small files: EdNet KT1 is ~784K files of a few KB. They are never
 extracted to disk: the archive's members are streamed straight into the lake,
@@ -385,10 +388,7 @@ class KT1Shards:
 
 
 def place(raw: str, fmt: str, fetched: list[Fetched], consolidate: bool = False) -> dict:
-    """Write the format's files into raw/ (replacing its content); return what was written and skipped."""
-    for item in fetched:
-        if not lake.is_s3(raw) and os.path.abspath(item.path).startswith(os.path.abspath(raw) + os.sep):
-            raise IngestError(f"{item.path} is inside {raw}, which ingestion replaces: copy it elsewhere first")
+    """Write the format's files into raw/ (a new version: replacing its content); return what was written and skipped."""
     lake.delete(raw)
     files: dict[str, dict] = {}
     skipped: list[str] = []
@@ -422,6 +422,14 @@ def place(raw: str, fmt: str, fetched: list[Fetched], consolidate: bool = False)
 # --- the whole step ------------------------------------------------------------------
 
 
+def check_placed(raw: str) -> dict:
+    """A raw version's record, refused unless every file it lists is in place: only then is it switched to."""
+    record = read_record(raw)
+    if record is None or not _in_place(raw, record):
+        raise IngestError(f"{raw}: {RECORD} is missing or its files are not all in place")
+    return record
+
+
 def read_record(raw: str) -> dict | None:
     uri = lake.join(raw, RECORD)
     return json.loads(lake.read_text(uri)) if lake.exists(uri) else None
@@ -448,11 +456,10 @@ def _sha256_file(path: str) -> str:
 
 def ingest(settings: Settings, source: str, fmt: str, consolidate: bool = True) -> dict:
     """Bring one source into raw/ednet/ unless it is there already; return the record and whether it changed."""
-    from kt import aws_requests
-
     if fmt not in FORMATS:
         raise IngestError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    raw = aws_requests.lake_uris(settings)["raw"]
+    root = lake.uris(settings)["raw"]
+    raw = lake.current(root)
     identity = identify(settings, source)
     record = read_record(raw)
     same_source = (record is not None and record["source"] == source and record["format"] == fmt
@@ -465,15 +472,28 @@ def ingest(settings: Settings, source: str, fmt: str, consolidate: bool = True) 
     if same_source and record["fetched"] == checksums and _in_place(raw, record):
         log.info("%s has new metadata but the same bytes (sha256): nothing to do", source)
         lake.write_text(lake.join(raw, RECORD), json.dumps({**record, "identity": identity}, indent=1))
+        if raw != root:  # the pointer records the record's checksum: the same version again, with the new one
+            lake.switch(root, raw[len(root):].strip("/"), RECORD, settings.keep_versions)
         return {"changed": False, "raw": raw, **record}
-    placed = place(raw, fmt, fetched, consolidate)
-    record = {"source": source, "format": fmt, "consolidate": consolidate, "identity": identity,
-              "fetched": checksums, **placed,
-              "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    lake.write_text(lake.join(raw, RECORD), json.dumps(record, indent=1))
+    for item in fetched:
+        if not lake.is_s3(root) and os.path.abspath(item.path).startswith(os.path.abspath(root) + os.sep):
+            raise IngestError(f"{item.path} is inside {root}, whose old versions ingestion deletes: copy it elsewhere")
+
+    def write(version: str) -> dict:
+        placed = place(version, fmt, fetched, consolidate)
+        written = {"source": source, "format": fmt, "consolidate": consolidate, "identity": identity,
+                   "fetched": checksums, **placed,
+                   "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        lake.write_text(lake.join(version, RECORD), json.dumps(written, indent=1))
+        return written
+
+    published = lake.publish_version(root, write, check_placed, RECORD, settings.keep_versions)
+    record = {k: v for k, v in published.items() if k not in ("pointer", "pruned")}
+    raw = lake.join(root, published["pointer"]["version"])
     if _is_http(source) or lake.is_s3(source):
         shutil.rmtree(work_dir(settings, source), ignore_errors=True)  # the lake has it now
-    log.info("ingested %s into %s: %s, KT1 %s", source, raw, sorted(placed["files"]), placed["kt1"])
+    log.info("ingested %s into %s: %s, KT1 %s; old versions deleted: %s", source, raw, sorted(record["files"]),
+             record["kt1"], published["pruned"])
     return {"changed": True, "raw": raw, **record}
 
 

@@ -4,17 +4,26 @@ Every path in the pipeline is a string URI; ``pyarrow.fs`` resolves it, so
 parquet and JSON code is written once. Local Spark and the local SageMaker
 runners cannot read ``s3://`` here, so ``stage`` copies a prefix to a local
 directory and ``publish`` copies one back.
+
+Datasets (raw/ednet, processed/ednet) are versioned: each run writes a new
+``<root>/v=<time>/`` and switches the pointer ``<root>/_current.json`` only
+once its output is complete and checked; readers resolve the pointer through
+``dataset``/``current``. Every lake path is built here (``uris``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO
+from datetime import datetime, timezone
+from typing import IO, Callable
 
 import pyarrow.fs as pafs
+
+from kt.config import Settings
 
 
 def is_s3(uri: str) -> bool:
@@ -175,3 +184,121 @@ def publish(local_path: str, uri: str) -> None:
     fs, path = filesystem(uri)
     delete(uri)
     pafs.copy_files(local_path, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+# --- where things are, and which version of a dataset is current (docs/contracts.md §3) -------------------
+
+POINTER = "_current.json"  # the dataset's pointer object: names the version readers use
+VERSION_PREFIX = "v="  # <root>/v=<UTC timestamp>/...: S3 lifecycle rules select versions by this key prefix
+DEFAULT_KEEP_VERSIONS = Settings.keep_versions  # for the Glue job, which reads no settings (KT_KEEP_VERSIONS)
+
+
+def uris(settings: Settings, run_date: str | None = None) -> dict[str, str]:
+    """The lake prefixes of docs/contracts.md §3, the one place they are spelled.
+
+    "raw" and "processed" are the dataset roots (the assets, where the pointer
+    lives), not the data: readers take ``dataset(settings, which)``.
+    """
+    root = settings.lake
+    out = {
+        "raw": join(root, "raw", "ednet"),
+        "processed": join(root, "processed", "ednet"),
+        "models": join(root, "models", "dkt"),
+        "current_model": join(root, "models", "dkt", "current.json"),
+        "checkpoints": join(root, "models", "dkt", "checkpoints"),
+        "sourcedir": join(root, "artifacts", "sagemaker", "sourcedir.tar.gz"),
+        "events": join(root, "events", "answers"),
+        "drift": join(root, "monitoring", "drift"),
+        # SageMaker appends <endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl; the trailing "/" as Terraform writes it.
+        "data_capture": join(root, "monitoring", "data-capture") + "/",
+    }
+    if run_date:
+        out["batch_input"] = join(root, "inference", "batch", run_date, "input")
+        out["batch_output"] = join(root, "inference", "batch", run_date, "output")
+    return out
+
+
+def dataset(settings: Settings, which: str) -> str:
+    """The current version of the raw or processed dataset: what every reader reads."""
+    return current(uris(settings)[which])
+
+
+def read_pointer(root: str) -> dict | None:
+    uri = join(root, POINTER)
+    return json.loads(read_text(uri)) if exists(uri) else None
+
+
+def current(root: str) -> str:
+    """The version the root's pointer names; without a pointer the root itself (a lake from before versions).
+
+    A URI that is already a version (no pointer below it) resolves to itself.
+    """
+    pointer = read_pointer(root)
+    return join(root, pointer["version"]) if pointer else root
+
+
+def new_version() -> str:
+    """A fresh version name, e.g. v=20261202T141503123456Z: unique per run, sorted by time."""
+    return VERSION_PREFIX + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def versions(root: str) -> list[str]:
+    """The version names under a dataset root, oldest first."""
+    fs, path = filesystem(root)
+    info = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+    names = (i.path.rstrip("/").rsplit("/", 1)[-1] for i in info if i.type == pafs.FileType.Directory)
+    return sorted(n for n in names if n.startswith(VERSION_PREFIX))
+
+
+def switch(root: str, version: str, manifest: str, keep: int) -> dict:
+    """Point the dataset at a complete, checked version: one small object, written last and whole.
+
+    On S3 a single PUT replaces the pointer atomically; locally ``write_bytes``
+    renames a temporary file over it, so readers see the old version or the new
+    one. ``previous`` lists the keep-1 versions served before, newest first:
+    what ``prune`` keeps. The pointer never moves back to an older version.
+    """
+    old = read_pointer(root)
+    if old and version < old["version"]:  # two runs at once: the one started last is served, whichever ends last
+        raise RuntimeError(f"{root}: {old['version']}, newer than {version}, was switched to meanwhile")
+    served = [old["version"], *old.get("previous", [])] if old else []
+    previous = [v for v in served if v != version][:max(keep - 1, 0)]
+    pointer = {"version": version, "manifest": manifest, "manifest_sha256": sha256(join(root, version, manifest)),
+               "previous": previous, "switched_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_text(join(root, POINTER), json.dumps(pointer, indent=1))
+    return pointer
+
+
+def prune(root: str) -> list[str]:
+    """After a switch: delete every version older than the current one that the pointer does not keep.
+
+    Kept: the current version and its ``previous``. Versions newer than the
+    current one (a run still writing) are left alone; older ones that were
+    never served (a run that died, a manifest that did not check out) go.
+    Returns the deleted version names.
+    """
+    pointer = read_pointer(root)
+    if pointer is None:
+        return []
+    kept = {pointer["version"], *pointer["previous"]}
+    doomed = [v for v in versions(root) if v < pointer["version"] and v not in kept]
+    for name in doomed:
+        delete(join(root, name))
+    return doomed
+
+
+def publish_version(root: str, write: Callable[[str], dict], check: Callable[[str], object], manifest: str,
+                    keep: int) -> dict:
+    """Write one run as a new version of a dataset, check it, switch the pointer to it, prune old versions.
+
+    ``write(version_uri)`` writes the whole output (its manifest last) and
+    returns the manifest; ``check(version_uri)`` raises unless it checks out.
+    Anything that fails or dies before the switch leaves the pointer, and so
+    every reader, on the previous version. Returns the manifest with the
+    pointer under "pointer" and the deleted versions under "pruned".
+    """
+    version = new_version()
+    result = write(join(root, version))
+    check(join(root, version))
+    pointer = switch(root, version, manifest, keep)
+    return {**result, "pointer": pointer, "pruned": prune(root)}

@@ -36,17 +36,27 @@ def train_local(settings: Settings, run: str, hyperparameters: dict, work_dir: s
     return describe
 
 
-def evaluate_model(settings: Settings, model_data_url: str) -> dict:
+def evaluate_model(settings: Settings, model_data_url: str, processed: str | None = None,
+                   manifest_sha256: str | None = None) -> dict:
     """Test-split metrics of a model.tar.gz (as served: its temperature) next to the baselines (and the
-    oracle on sample data); draws the reliability diagram of every method (reliability_uri)."""
+    oracle on sample data); draws the reliability diagram of every method (reliability_uri).
+
+    ``processed``: the version to score on (default: the one the pointer names).
+    ``manifest_sha256``: refuse a model whose model.json says it was trained on another manifest.
+    """
     from kt import evaluate, inference
     from kt.data import SkillVocab
 
     with tempfile.TemporaryDirectory(prefix="kt-eval-") as tmp:
-        loaded = inference.model_fn(artifact.unpack(model_data_url, tmp))
-    uris = aws_requests.lake_uris(settings)
+        model_dir = artifact.unpack(model_data_url, tmp)
+        trained_on = artifact.read_info(model_dir).get("training_manifest_sha256")
+        if manifest_sha256 is not None and trained_on != manifest_sha256:
+            raise RuntimeError(f"{model_data_url} was trained on manifest sha256 {trained_on}, not the checked "
+                               f"dataset's {manifest_sha256}")
+        loaded = inference.model_fn(model_dir)
     oracle = lake.join(settings.lake, "sample", "oracle.parquet")
-    return evaluate.evaluate(loaded.model, SkillVocab(loaded.skill_ids), uris["processed"], oracle_uri=oracle,
+    processed = processed or lake.dataset(settings, "processed")
+    return evaluate.evaluate(loaded.model, SkillVocab(loaded.skill_ids), processed, oracle_uri=oracle,
                              temperature=loaded.temperature, reliability_png=reliability_uri(model_data_url))
 
 
@@ -59,12 +69,12 @@ def promote(settings: Settings, job_name: str, model_data_url: str, report: dict
     """Record the promoted model in models/dkt/current.json."""
     current = {"job_name": job_name, "model_data_url": model_data_url, "metrics": report,
                "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    lake.write_text(aws_requests.lake_uris(settings)["current_model"], json.dumps(current, indent=1))
+    lake.write_text(lake.uris(settings)["current_model"], json.dumps(current, indent=1))
     return current
 
 
 def current_model(settings: Settings) -> dict | None:
-    uri = aws_requests.lake_uris(settings)["current_model"]
+    uri = lake.uris(settings)["current_model"]
     return json.loads(lake.read_text(uri)) if lake.exists(uri) else None
 
 
@@ -83,7 +93,7 @@ def refresh_local(settings: Settings, run_date: str, run: str, work_dir: str) ->
     """The nightly refresh on this machine: kt-history from the lake, local transform, conditional load."""
     current = current_model(settings)
     if current is None:
-        raise RuntimeError(f"no promoted model at {aws_requests.lake_uris(settings)['current_model']}: train first")
+        raise RuntimeError(f"no promoted model at {lake.uris(settings)['current_model']}: train first")
     client = aws.client(settings, "dynamodb")
     dynamo.ensure_tables(client, settings.history_table, settings.mastery_table)
     synced = refresh.sync_history(client, settings.history_table, settings.lake)

@@ -118,17 +118,26 @@ def run_id(context: dict) -> str:
 
 
 def glue_job(settings: Settings) -> dict:
-    """GlueJobOperator arguments: Terraform's ednet-preprocessor job, run on this lake."""
-    from kt import aws_requests, etl, lake
+    """GlueJobOperator arguments: Terraform's ednet-preprocessor job, run on this lake.
 
-    uris = aws_requests.lake_uris(settings)
-    script_args = {"--raw": uris["raw"], "--processed": uris["processed"], "--format": etl.detect_format(uris["raw"])}
-    mappings = lake.join(uris["raw"], "skill_mappings.json")
+    ``--raw`` is the raw version the pointer names now (the job reads what the
+    format was detected on); ``--processed`` the dataset root, under which the
+    job writes a new version. ``pointer_before`` is the processed version
+    served before the run, for ``check_manifest``.
+    """
+    from kt import etl, lake
+
+    uris = lake.uris(settings)
+    raw = lake.current(uris["raw"])
+    script_args = {"--raw": raw, "--processed": uris["processed"], "--format": etl.detect_format(raw),
+                   "--keep-versions": str(settings.keep_versions)}
+    mappings = lake.join(raw, "skill_mappings.json")
     if lake.exists(mappings):
         script_args["--skill-mappings"] = mappings
     create_job_kwargs: dict[str, Any] = {"GlueVersion": "5.1", "WorkerType": "G.1X", "NumberOfWorkers": 2}
     if settings.glue_extra_py_files:
         create_job_kwargs["DefaultArguments"] = {"--extra-py-files": settings.glue_extra_py_files}
+    pointer = lake.read_pointer(uris["processed"])
     return {
         "job_name": settings.glue_job_name,
         "script_location": settings.glue_script_location or LOCAL_GLUE_SCRIPT,
@@ -137,37 +146,64 @@ def glue_job(settings: Settings) -> dict:
         # Used only when the job does not exist yet (Terraform creates it) and the script is a local file.
         "s3_bucket": settings.lake[len("s3://"):].split("/", 1)[0] if lake.is_s3(settings.lake) else None,
         "create_job_kwargs": create_job_kwargs,
+        "pointer_before": pointer["version"] if pointer else None,
     }
 
 
-def check_manifest(settings: Settings) -> dict:
-    """The ETL's manifest, refused unless every input row is accounted for (docs/contracts.md §4.4)."""
-    from kt import aws_requests, lake
+def check_manifest(settings: Settings, pointer_before: str | None = None) -> dict:
+    """The processed dataset the ETL run switched to, refused unless it checks out (docs/contracts.md §4.4).
 
-    uri = lake.join(aws_requests.lake_uris(settings)["processed"], "_manifest.json")
-    if not lake.exists(uri):
-        raise RuntimeError(f"the ETL job finished but wrote no {uri}")
-    manifest = json.loads(lake.read_text(uri))
-    if manifest["rows_in"] != manifest["rows_out"] + manifest["lectures"] + manifest["quarantined"]:
-        raise RuntimeError(f"{uri}: rows_in != rows_out + lectures + quarantined: {manifest}")
-    return {k: v for k, v in manifest.items() if k != "inputs"}
+    Refused as well when the run left the pointer where it was (``pointer_before``):
+    then nothing new was served and nothing may be announced to training.
+    """
+    dataset = check_dataset(settings)
+    if pointer_before is not None and dataset["version"] == pointer_before:
+        raise RuntimeError(f"the ETL job finished but {dataset['root']}/_current.json still names {pointer_before}: "
+                           "its output was not switched to")
+    return dataset["manifest"]
+
+
+def check_dataset(settings: Settings) -> dict:
+    """The processed version readers are served now, checked: its manifest adds up and is the one the pointer recorded.
+
+    dkt_train runs this before training and trains on exactly this version
+    (``uri``); ``manifest_sha256`` is what model.json's training_manifest_sha256 must be.
+    """
+    from kt import etl, lake
+
+    root = lake.uris(settings)["processed"]
+    pointer = lake.read_pointer(root)  # read once: the version checked is the version returned
+    uri = lake.join(root, pointer["version"]) if pointer else root
+    manifest = etl.check_manifest(uri)
+    sha = lake.sha256(lake.join(uri, "_manifest.json"))
+    if pointer is not None and pointer["manifest_sha256"] != sha:
+        raise etl.ManifestError(f"{uri}/_manifest.json changed after {root}/_current.json was switched to it "
+                                f"(sha256 {sha}, pointer {pointer['manifest_sha256']})")
+    return {"root": root, "version": pointer["version"] if pointer else None, "uri": uri, "manifest_sha256": sha,
+            "manifest": {k: v for k, v in manifest.items() if k != "inputs"}}
 
 
 # --- dkt_train -----------------------------------------------------------------
 
 
-def evaluate_candidate(settings: Settings, training: dict) -> dict:
-    """Test-split reports of the new model and of the current one, on the same split."""
+def evaluate_candidate(settings: Settings, training: dict, dataset: dict | None = None) -> dict:
+    """Test-split reports of the new model and of the current one, on the same split.
+
+    With ``dataset`` (check_dataset's, what the job was sent): both are scored
+    on that version, and the candidate's model.json must name its manifest.
+    """
     from kt import pipeline
 
     describe = training["Training"]
     candidate_url = describe["ModelArtifacts"]["S3ModelArtifacts"]
     current = pipeline.current_model(settings)
+    processed = dataset["uri"] if dataset else None
     return {
         "job_name": describe["TrainingJobName"],
         "model_data_url": candidate_url,
-        "candidate": pipeline.evaluate_model(settings, candidate_url),
-        "current": pipeline.evaluate_model(settings, current["model_data_url"]) if current else None,
+        "candidate": pipeline.evaluate_model(settings, candidate_url, processed=processed,
+                                             manifest_sha256=dataset["manifest_sha256"] if dataset else None),
+        "current": pipeline.evaluate_model(settings, current["model_data_url"], processed=processed) if current else None,
         "current_job_name": current["job_name"] if current else None,
     }
 
@@ -216,11 +252,11 @@ def prepare_refresh(settings: Settings, run_date: str, run: str) -> dict:
     """Active users since the watermark -> JSON Lines input, and the transform request for them."""
     import tempfile
 
-    from kt import artifact, aws, aws_requests, pipeline, refresh
+    from kt import artifact, aws, aws_requests, lake, pipeline, refresh
 
     current = pipeline.current_model(settings)
     if current is None:
-        raise RuntimeError(f"no promoted model at {aws_requests.lake_uris(settings)['current_model']}: train first")
+        raise RuntimeError(f"no promoted model at {lake.uris(settings)['current_model']}: train first")
     with tempfile.TemporaryDirectory(prefix="kt-refresh-") as tmp:
         info = artifact.read_info(artifact.unpack(current["model_data_url"], tmp))
     client = aws.client(settings, "dynamodb")

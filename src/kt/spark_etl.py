@@ -556,6 +556,7 @@ def run(
     started = time.monotonic()
     own_session = spark is None and SparkSession.getActiveSession() is None
     spark = spark or SparkSession.getActiveSession() or local_session()
+    raw = lake.current(raw)  # the raw dataset's current version (its root in a lake from before versions)
     fmt = fmt or ("riiid" if lake.exists(lake.join(raw, "train.csv")) else "kt1")
     paths = raw_paths(raw, fmt)
     if not lake.exists(paths["questions"]):

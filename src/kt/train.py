@@ -154,7 +154,7 @@ class Trainer:
         self.paths = paths
         self.device = device or pick_device()
         self.stop_requested = False
-        processed = paths.train_channel
+        processed = lake.current(paths.train_channel)  # a dataset root by hand; SageMaker's channel is one version
         skills = read_skills(processed)
         self.vocab = SkillVocab(skills["skill_id"].to_pylist())
         self.skill_topics = {int(s): t for s, t in zip(skills["skill_id"].to_pylist(), skills["topic"].to_pylist())}

@@ -69,7 +69,9 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
             z.write(os.path.join(sample_lake, "raw", "ednet", name), name)
     run, states, _ = run_dag("ednet_ingest", conf={"source": archive, "format": "riiid"})
     assert run.state == "success", states
-    assert lake.exists(f"{LAKE}/raw/ednet/train.csv") and lake.exists(f"{LAKE}/raw/ednet/_ingest.json")
+    raw = lake.dataset(aws_lake, "raw")  # the version ingestion switched raw/ednet/_current.json to
+    assert raw.startswith(f"{LAKE}/raw/ednet/{lake.VERSION_PREFIX}")
+    assert lake.exists(f"{raw}/train.csv") and lake.exists(f"{raw}/_ingest.json")
 
     run, states, _ = run_dag("ednet_etl")
     assert run.state == "success", states
@@ -79,8 +81,8 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
     assert job["Role"].endswith("role/kt-glue")
     (job_run,) = glue.get_job_runs(JobName="ednet-preprocessor")["JobRuns"]
     assert job_run["JobRunState"] == "SUCCEEDED"
-    assert job_run["Arguments"] == {"--raw": f"{LAKE}/raw/ednet", "--processed": f"{LAKE}/processed/ednet",
-                                    "--format": "riiid", "--skill-mappings": f"{LAKE}/raw/ednet/skill_mappings.json"}
+    assert job_run["Arguments"] == {"--raw": raw, "--processed": f"{LAKE}/processed/ednet", "--format": "riiid",
+                                    "--keep-versions": "3", "--skill-mappings": f"{raw}/skill_mappings.json"}
 
 
 def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_dir):

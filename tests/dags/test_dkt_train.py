@@ -53,3 +53,16 @@ def test_a_failing_training_job_fails_the_run_and_leaves_the_current_model(local
     assert states["train_model"] == "failed"
     assert states["promote"] == "upstream_failed"
     assert _current(local_lake) == current
+
+
+def test_a_dataset_whose_manifest_does_not_check_out_is_not_trained_on(local_lake, sample_lake):
+    copy_lake(sample_lake, local_lake, "processed")
+    manifest_path = os.path.join(local_lake, "processed", "ednet", "_manifest.json")
+    manifest = json.load(open(manifest_path))
+    json.dump({**manifest, "quarantined": manifest["quarantined"] + 1}, open(manifest_path, "w"))  # does not add up
+    run, states, _ = run_dag("dkt_train", conf={"hyperparameters": TINY}, retries=0)
+    assert run.state == "failed"
+    assert states["check_dataset"] == "failed"
+    assert states["training_request"] == states["train_model"] == "upstream_failed"
+    assert not os.path.exists(os.path.join(os.path.dirname(local_lake), "sagemaker", "training-jobs"))
+    assert _current(local_lake) is None

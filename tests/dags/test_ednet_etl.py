@@ -19,7 +19,8 @@ def test_the_glue_script_turns_raw_into_processed_and_announces_it(local_lake, s
     run, states, _ = run_dag("ednet_etl")
     assert run.state == "success", states
     assert set(states.values()) == {"success"}
-    manifest = json.load(open(os.path.join(local_lake, "processed", "ednet", "_manifest.json")))
+    pointer = json.load(open(os.path.join(local_lake, "processed", "ednet", "_current.json")))  # switched by the job
+    manifest = json.load(open(os.path.join(local_lake, "processed", "ednet", pointer["version"], "_manifest.json")))
     reference = json.load(open(os.path.join(sample_lake, "processed", "ednet", "_manifest.json")))
     for key in ("rows_in", "rows_out", "lectures", "quarantined", "users"):
         assert manifest[key] == reference[key], key  # the Spark job and the reference ETL agree

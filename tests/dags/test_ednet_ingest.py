@@ -11,6 +11,12 @@ from dagtest import asset_events, queued_by_asset, run_dag
 
 from kt.runtime import lake_asset_uri
 
+
+def _served_raw(lake_root: str) -> str:
+    """The raw version ingestion switched raw/ednet/_current.json to."""
+    root = os.path.join(lake_root, "raw", "ednet")
+    return os.path.join(root, json.load(open(os.path.join(root, "_current.json")))["version"])
+
 pytestmark = pytest.mark.slow
 
 
@@ -25,7 +31,7 @@ def test_ingest_places_the_files_announces_raw_and_a_rerun_does_nothing(local_la
     run, states, _ = run_dag("ednet_ingest", conf=conf)
     assert run.state == "success", states
     assert states == {"ingest": "success", "raw_changed": "success", "announce_raw": "success"}
-    raw = os.path.join(local_lake, "raw", "ednet")
+    raw = _served_raw(local_lake)
     assert open(os.path.join(raw, "train.csv"), "rb").read() == open(os.path.join(sample_lake, "raw/ednet/train.csv"), "rb").read()
     assert json.load(open(os.path.join(raw, "_ingest.json")))["source"] == archive
     assert asset_events(lake_asset_uri("raw")) == before + 1
@@ -55,7 +61,7 @@ def test_kt1_is_consolidated_into_shards_by_default(local_lake, tmp_path):
                for name in os.listdir(user_files))
     run, states, _ = run_dag("ednet_ingest", conf={"source": os.path.join(source, "raw", "ednet"), "format": "kt1"})
     assert run.state == "success", states
-    raw = os.path.join(local_lake, "raw", "ednet")
+    raw = _served_raw(local_lake)
     assert os.listdir(os.path.join(raw, "KT1")) == ["part-00000.csv"]
     record = json.load(open(os.path.join(raw, "_ingest.json")))
     assert record["consolidate"] and record["kt1"]["layout"] == "shards" and record["kt1"]["users"] == 40
