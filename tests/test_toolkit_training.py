@@ -159,7 +159,7 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     assert os.path.exists(os.path.join(clean, "output", "success"))
     assert not os.path.exists(os.path.join(clean, "output", "failure"))
     assert sorted(os.listdir(os.path.join(clean, "code"))) == ["kt", "kt_train_entry.py", "requirements.txt"]
-    assert sorted(os.listdir(os.path.join(clean, "model"))) == ["code", "model.json", "model.pth"]
+    assert sorted(os.listdir(os.path.join(clean, "model"))) == ["MAR-INF", "code", "model.json", "model.pth"]  # kt.artifact.write_model_dir
     info = json.load(open(os.path.join(clean, "model", "model.json")))
     # The toolkit's --key value arguments reached the parser: every hyperparameter of the request took effect.
     assert info["hyperparameters"] == asdict(parse_hyperparameters(request["HyperParameters"]))
