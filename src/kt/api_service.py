@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,8 +48,6 @@ GET_FIELDS = (
 _BAYES_OVER_BAYES = "(#source = :bayes AND (as_of < :as_of OR (as_of = :as_of AND n_interactions < :n)))"
 BAYES_CONDITION_DKT_ENABLED = f"attribute_not_exists(user_id) OR {_BAYES_OVER_BAYES}"
 BAYES_CONDITION_DKT_DISABLED = f"{BAYES_CONDITION_DKT_ENABLED} OR (#source = :dkt AND as_of < :as_of)"
-
-BATCH_FILE = re.compile(r"/inference/batch/([^/]+)/(input|output)/[^/]+$")
 
 
 # Skills and topics the API speaks
@@ -122,42 +119,15 @@ def append_answer_event(lake_root: str, answer: dict) -> str:
     return path
 
 
-def dkt_rows_from_lake(lake_root: str, updated_at: str) -> list[dict]:
-    """kt-mastery DKT rows from every batch transform output in the lake (kt-mastery is a projection)."""
-    files: dict[str, dict[str, list[str]]] = {}
-    for uri in lake.list_files(lake.join(lake_root, "inference", "batch")):
-        match = BATCH_FILE.search(uri)
-        if match:
-            files.setdefault(match.group(1), {"input": [], "output": []})[match.group(2)].append(uri)
-    items = []
-    for run_date in sorted(files):
-        lengths = {}
-        for uri in files[run_date]["input"]:
-            for line in lake.read_text(uri).splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    lengths[record["user_id"]] = len(record["user_sequence"])
-        for uri in files[run_date]["output"]:
-            for line in lake.read_text(uri).splitlines():
-                record = json.loads(line) if line.strip() else {"error": "empty line"}
-                if "error" not in record:
-                    items.append(refresh.mastery_item(record, updated_at, lengths.get(record["user_id"], 0)))
-    return items
-
-
 def rebuild_from_lake(settings: Settings, client: Any) -> dict:
     """Load the lake's answers into kt-history and its transform outputs into kt-mastery (idempotent)."""
     answers = refresh.sync_history(client, settings.history_table, settings.lake)
-    rows = dkt_rows_from_lake(settings.lake, _now_iso())
+    rows = refresh.dkt_rows_from_lake(settings.lake)  # the rows kt.refresh.rebuild_mastery writes
     written = dynamo.write_mastery(client, settings.mastery_table, rows).written
     return {"answers": answers, "dkt_rows": len(rows), "dkt_rows_written": written}
 
 
 # Mastery
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _answered_at(history_item: dict) -> str:

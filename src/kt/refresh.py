@@ -134,6 +134,8 @@ def _output_items(lake_root: str, run_date: str, updated_at: str) -> tuple[list[
     lengths = {}
     for uri in lake.list_files(input_prefix):
         for line in lake.read_text(uri).splitlines():
+            if not line.strip():
+                continue
             record = json.loads(line)
             lengths[record["user_id"]] = len(record["user_sequence"])
     items, errors = [], 0
@@ -160,16 +162,28 @@ def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str,
     return LoadResult(users=len(items), written=result.written, skipped_stale=result.skipped_stale, errors=errors)
 
 
-def rebuild_mastery(client: Any, mastery_table: str, lake_root: str) -> int:
-    """Replay every night's outputs from the lake into kt-mastery (it is a projection of them).
-
-    The conditional writes keep the newest evidence whatever the order; updated_at
-    becomes the night's run date, the original write time being gone with the table.
-    """
+def batch_nights(lake_root: str) -> list[str]:
+    """The run dates with a folder under inference/batch/, in order."""
     batch = lake.join(lake_root, "inference", "batch")
-    nights = sorted({uri[len(batch):].lstrip("/").split("/", 1)[0] for uri in lake.list_files(batch)} - {"_watermark.json"})
-    written = 0
-    for night in nights:
-        items, _ = _output_items(lake_root, night, f"{night}T00:00:00+00:00")
-        written += dynamo.write_mastery(client, mastery_table, items).written
-    return written
+    return sorted({uri[len(batch):].lstrip("/").split("/", 1)[0] for uri in lake.list_files(batch)}
+                  - {"_watermark.json"})
+
+
+def dkt_rows_from_lake(lake_root: str) -> list[dict]:
+    """Every night's transform outputs as kt-mastery DKT rows, nights in order (kt-mastery is a projection).
+
+    updated_at becomes the night's run date, the original write time being gone with the table.
+    """
+    rows = []
+    for night in batch_nights(lake_root):
+        rows.extend(_output_items(lake_root, night, f"{night}T00:00:00+00:00")[0])
+    return rows
+
+
+def rebuild_mastery(client: Any, mastery_table: str, lake_root: str) -> int:
+    """Replay every night's outputs from the lake into kt-mastery; return the rows written.
+
+    The conditional writes keep the newest evidence whatever the order; a user's
+    rows are written in turn (``dynamo.write_mastery``), nights in order.
+    """
+    return dynamo.write_mastery(client, mastery_table, dkt_rows_from_lake(lake_root)).written
