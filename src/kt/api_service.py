@@ -29,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from kt import aws, bayes, dynamo, lake, refresh, tutor
-from kt.api_validation import ANSWER_FIELDS, JSON, _parse_mastery_request
+from kt.api_validation import ANSWER_FIELDS, JSON, ApiError, _parse_mastery_request
 from kt.config import Settings
 from kt.mastery import response as mastery_response
 from kt.topics import DEFAULT_SKILL_TOPICS, OTHER_TOPIC
@@ -259,6 +259,9 @@ class MasteryService:
     def bayes_live(self, payload: object, fallback_reason: str | None = None) -> dict:
         """POST /api/kt/mastery answered by the Bayesian estimate (same validation as the endpoint)."""
         sequence = _parse_mastery_request(payload, self.known_skills)
+        if isinstance(payload, dict) and payload.get("state") is not None:
+            raise ApiError(409, "the Bayesian estimate cannot continue a DKT state: send the whole history "
+                                "without state", "state")
         mastery = bayes.skill_mastery(sequence, sorted(self.known_skills))
         topics = bayes.topic_mastery(sequence, self.catalog.skill_topics)
         body = {**mastery_response(mastery, {s for s, _ in sequence}, topics, BAYES_MODEL_VERSION), "source": "bayes"}
