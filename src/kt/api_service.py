@@ -221,13 +221,14 @@ class MasteryService:
     def record_answer(self, answer: dict) -> str:
         """Lake, kt-history, Bayesian row (see the module docstring); "stored" or "duplicate"."""
         item = dynamo.history_item(answer)
+        stored = dynamo.serialize(item)  # converted before the append: what the lake holds can be stored
         key = {"user_id": {"S": item["user_id"]}, "ts": {"S": item["ts"]}}
         table = self.settings.history_table
         status = "duplicate"
         if "Item" not in self.dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True):
             append_answer_event(self.settings.lake, answer)
             try:
-                self.dynamodb.put_item(TableName=table, Item=dynamo.serialize(item),
+                self.dynamodb.put_item(TableName=table, Item=stored,
                                        ConditionExpression="attribute_not_exists(ts)")
                 status = "stored"
             except ClientError as e:
