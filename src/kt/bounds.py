@@ -40,20 +40,31 @@ def is_id(value: object) -> bool:
     return type(value) is int and 0 <= value <= INT32_MAX
 
 
+def _nesting_error(brackets: bytes) -> str | None:
+    """What is wrong with a bracket sequence: None when balanced and at most MAX_JSON_DEPTH deep.
+
+    Each pass removes the adjacent empty pairs, the innermost level: a sequence
+    D deep is empty after D passes, an unbalanced one stops shrinking.
+    """
+    for _ in range(MAX_JSON_DEPTH):
+        if not brackets:
+            return None
+        shorter = _EMPTY_PAIR.sub(b"", brackets)
+        if len(shorter) == len(brackets):
+            return "malformed JSON: unbalanced brackets"
+        brackets = shorter
+    return f"the JSON nests deeper than {MAX_JSON_DEPTH} levels" if brackets else None
+
+
 def _check_depth(raw: bytes, field: str) -> None:
     """Reject nesting deeper than MAX_JSON_DEPTH, reading brackets outside strings only."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
         return  # the common small body: nothing to scan
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(MAX_JSON_DEPTH):  # each pass removes the innermost level
-        if not brackets:
-            return
-        shorter = _EMPTY_PAIR.sub(b"", brackets)
-        if len(shorter) == len(brackets):
-            raise BoundsError(400, "malformed JSON: unbalanced brackets", field)
-        brackets = shorter
-    if brackets:
-        raise BoundsError(400, f"the JSON nests deeper than {MAX_JSON_DEPTH} levels", field)
+    if _nesting_error(raw.translate(None, _NOT_BRACKETS)) is None:
+        return  # brackets inside strings only add passes: fine with them is fine without
+    error = _nesting_error(_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS))
+    if error:
+        raise BoundsError(400, error, field)
 
 
 def _no_constants(name: str) -> object:
