@@ -22,7 +22,7 @@ INT32_MAX = 2**31 - 1  # skill_id and content_id are int32 in processed/ (kt.sch
 MAX_JSON_DEPTH = 32  # the deepest request (a stateful mastery request) nests 4 levels
 MAX_JSON_BYTES = 6 * 1024 * 1024  # SageMaker's real-time invocation payload limit (6 MB)
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 
