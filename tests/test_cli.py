@@ -29,7 +29,7 @@ def model_tar(tiny_model_dir, tmp_path_factory) -> str:
 def test_help_lists_every_command():
     out = _kt("--help")
     assert out.returncode == 0
-    for command in ("demo", "sample", "etl", "train", "evaluate", "predict", "refresh", "chart", "api", "endpoint"):
+    for command in ("demo", "sample", "etl", "train", "evaluate", "predict", "refresh", "chart", "api", "endpoint", "lake"):
         assert command in out.stdout
 
 

@@ -75,7 +75,7 @@ from starlette.staticfiles import StaticFiles
 from kt import aws, dynamo, web
 from kt.api_service import (  # noqa: F401  (the API's public names, wherever they live)
     BAYES_MODEL_VERSION, ENDPOINT_TIMEOUT_S, GET_FIELDS, MAX_THREADS, Catalog, MasteryService,
-    append_answer_event, dkt_rows_from_lake, get_body, load_catalog, rebuild_from_lake,
+    append_answer_event, get_body, load_catalog, rebuild_from_lake,
 )
 from kt.api_validation import (  # noqa: F401
     ANSWER_FIELDS, ANSWER_REQUIRED, JSON, MAX_ANSWER_BYTES, MAX_ID_CHARS, MAX_MASTERY_BYTES, ApiError,

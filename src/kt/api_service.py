@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import re
 import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,8 +44,6 @@ GET_FIELDS = (
 )  # fmt: skip
 
 CONFLICT_ERROR = "answer_id was already stored with another skill_id, correct or content_id"
-
-BATCH_FILE = re.compile(r"/inference/batch/([^/]+)/(input|output)/[^/]+$")
 
 
 # Skills and topics the API speaks
@@ -118,43 +115,16 @@ def append_answer_event(lake_root: str, answer: dict) -> str:
     return path
 
 
-def dkt_rows_from_lake(lake_root: str, updated_at: str) -> list[dict]:
-    """kt-mastery DKT rows from every batch transform output in the lake (kt-mastery is a projection)."""
-    files: dict[str, dict[str, list[str]]] = {}
-    for uri in lake.list_files(lake.join(lake_root, "inference", "batch")):
-        match = BATCH_FILE.search(uri)
-        if match:
-            files.setdefault(match.group(1), {"input": [], "output": []})[match.group(2)].append(uri)
-    items = []
-    for run_date in sorted(files):
-        lengths = {}
-        for uri in files[run_date]["input"]:
-            for line in lake.read_text(uri).splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    lengths[record["user_id"]] = len(record["user_sequence"])
-        for uri in files[run_date]["output"]:
-            for line in lake.read_text(uri).splitlines():
-                record = json.loads(line) if line.strip() else {"error": "empty line"}
-                if "error" not in record:
-                    items.append(refresh.mastery_item(record, updated_at, lengths.get(record["user_id"], 0)))
-    return items
-
-
 def rebuild_from_lake(settings: Settings, client: Any) -> dict:
     """Load the lake's answers into kt-history and its transform outputs into kt-mastery (idempotent)."""
     answers = refresh.sync_history(client, settings.history_table, settings.lake)
     counted = dynamo.set_bayes_counters(client, settings.history_table, settings.mastery_table)
-    rows = dkt_rows_from_lake(settings.lake, _now_iso())
+    rows = refresh.dkt_rows_from_lake(settings.lake)  # the rows kt.refresh.rebuild_mastery writes
     written = dynamo.write_mastery(client, settings.mastery_table, rows).written
     return {"answers": answers, "users_counted": counted, "dkt_rows": len(rows), "dkt_rows_written": written}
 
 
 # Mastery
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def dkt_body(row: dict, skill_topics: dict[int, str]) -> dict:
@@ -263,8 +233,8 @@ class MasteryService:
         if "Item" in self.dynamodb.get_item(TableName=table, Key=id_marker, ConsistentRead=True):
             same = "Item" in self.dynamodb.get_item(TableName=table, Key=content_marker, ConsistentRead=True)
             return self._answer_status("duplicate" if same else "conflict")
+        request = dynamo.answer_transaction(answer, table, self.settings.mastery_table)  # converted before the append
         append_answer_event(self.settings.lake, answer)
-        request = dynamo.answer_transaction(answer, table, self.settings.mastery_table)
         try:
             self.dynamodb.transact_write_items(**request)
         except ClientError as e:
@@ -286,6 +256,9 @@ class MasteryService:
     def bayes_live(self, payload: object, fallback_reason: str | None = None) -> dict:
         """POST /api/kt/mastery answered by the Bayesian estimate (same validation as the endpoint)."""
         sequence = _parse_mastery_request(payload, self.known_skills)
+        if isinstance(payload, dict) and payload.get("state") is not None:
+            raise ApiError(409, "the Bayesian estimate cannot continue a DKT state: send the whole history "
+                                "without state", "state")
         mastery = bayes.skill_mastery(sequence, sorted(self.known_skills))
         topics = bayes.topic_mastery(sequence, self.catalog.skill_topics)
         body = {**mastery_response(mastery, {s for s, _ in sequence}, topics, BAYES_MODEL_VERSION), "source": "bayes"}

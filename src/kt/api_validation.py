@@ -8,11 +8,14 @@ whoever answers it.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-from starlette.requests import Request
+from kt import bounds
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 JSON = "application/json"
 MAX_ANSWER_BYTES = 4 * 1024  # one answer is ~200 bytes
@@ -32,48 +35,54 @@ class ApiError(Exception):
         self.status, self.error, self.field = status, error, field
 
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_id(value: object, field: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID_CHARS:
         raise ApiError(400, f"{field} must be a string of 1 to {MAX_ID_CHARS} characters", field)
+    try:
+        value.encode("utf-8")  # DynamoDB stores UTF-8: a lone surrogate (JSON "\ud800") cannot be stored
+    except UnicodeEncodeError as e:
+        raise ApiError(400, f"{field} is not valid Unicode (a lone surrogate)", field) from e
     return value
 
 
-def parse_answer(payload: object, now: datetime) -> dict:
-    """A tutor answer checked as answer.schema.json does, plus a real, not-future answered_at."""
+def check_answer(payload: object) -> dict:
+    """A tutor answer checked as answer.schema.json does, plus a real answered_at; the lake's readers use it too."""
     if not isinstance(payload, dict):
         raise ApiError(400, "the body must be a JSON object", "body")
     for key in payload:
         if key not in ANSWER_FIELDS:
-            raise ApiError(400, f"unknown field {key!r}", str(key))
+            raise ApiError(400, f"unknown field {key!r}", str(key) or "body")
     for key in ANSWER_REQUIRED:
         if key not in payload:
             raise ApiError(400, f"{key} is required", key)
     answer = {"user_id": _check_id(payload["user_id"], "user_id"),
               "answer_id": _check_id(payload["answer_id"], "answer_id")}
     for key in ("skill_id", "content_id"):
-        if key in payload and not (_is_int(payload[key]) and payload[key] >= 0):
-            raise ApiError(400, f"{key} must be a non-negative integer", key)
+        if key in payload and not bounds.is_id(payload[key]):
+            raise ApiError(400, f"{key} must be an integer from 0 to {bounds.INT32_MAX}", key)
     answer["skill_id"] = payload["skill_id"]
     if "content_id" in payload:
         answer["content_id"] = payload["content_id"]
-    if not (_is_int(payload["correct"]) and payload["correct"] in (0, 1)):
+    if type(payload["correct"]) is not int or payload["correct"] not in (0, 1):
         raise ApiError(400, "correct must be 0 or 1", "correct")
     answer["correct"] = payload["correct"]
     at = payload["answered_at"]
     if not isinstance(at, str) or not ANSWERED_AT.fullmatch(at):
         raise ApiError(400, "answered_at must be UTC with milliseconds: YYYY-MM-DDTHH:MM:SS.sssZ", "answered_at")
     try:
-        moment = datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ")
     except ValueError as e:
         raise ApiError(400, f"answered_at is not a real time: {e}", "answered_at") from e
+    answer["answered_at"] = at
+    return answer
+
+
+def parse_answer(payload: object, now: datetime) -> dict:
+    """An answer as POST /api/kt/answers takes it: check_answer, and not from the future."""
+    answer = check_answer(payload)
+    moment = datetime.strptime(answer["answered_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     if moment > now + MAX_CLOCK_SKEW:
         raise ApiError(400, f"answered_at is more than {MAX_CLOCK_SKEW} in the future", "answered_at")
-    answer["answered_at"] = at
     return answer
 
 
@@ -107,11 +116,9 @@ async def _read_json(request: Request, limit: int) -> tuple[bytes, object]:
         chunks.append(chunk)
     raw = b"".join(chunks)
     try:
-        return raw, json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise ApiError(400, "the body is not UTF-8", "body") from e
-    except json.JSONDecodeError as e:
-        raise ApiError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", "body") from e
+        return raw, bounds.loads(raw, limit)
+    except bounds.BoundsError as e:
+        raise ApiError(e.status, e.error, e.field) from e
 
 
 def _user_id_param(request: Request) -> str:

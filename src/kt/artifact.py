@@ -20,8 +20,8 @@ import torch
 
 from kt import lake
 
-SERVING_MODULES = ("__init__.py", "model.py", "mastery.py", "topics.py", "calibration.py", "inference.py",
-                   "handler_service.py")
+SERVING_MODULES = ("__init__.py", "model.py", "mastery.py", "topics.py", "calibration.py", "bounds.py",
+                   "inference.py", "handler_service.py")
 INFERENCE_SHIM = '''"""SageMaker PyTorch serving entry point: the handlers live in the bundled kt package."""
 
 from kt.inference import input_fn, model_fn, output_fn, predict_fn  # noqa: F401

@@ -8,6 +8,7 @@
     kt predict < request.json       one mastery response (docs/contracts.md §6), 4xx-style errors as JSON
     kt refresh --run-date D         nightly mastery refresh into kt-mastery
     kt chart --user U --out f.png   the Knowledge State spider chart of one user
+    kt lake check                   lines of the lake's answers and batch outputs served or quarantined, with reasons
 
 Settings come from the environment (see kt.config / README); flags override them.
 """
@@ -155,6 +156,14 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return drift.main(_settings(args), run_date=args.run_date or date.today().isoformat())
 
 
+def cmd_lake_check(args: argparse.Namespace) -> int:
+    from kt import lake_check
+
+    report = lake_check.check(_settings(args).lake)
+    print(json.dumps(report, indent=1))
+    return 1 if report["quarantined"] else 0
+
+
 def cmd_package(args: argparse.Namespace) -> int:
     from kt import package
 
@@ -230,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("drift", "compare recent answers and predictions with the model's reference; publish the KT metric")
     p.add_argument("--run-date", help="ISO date of the run (default: today)")
     p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("lake", help="checks of the lake")
+    lake_sub = p.add_subparsers(dest="lake_command", required=True)
+    p = lake_sub.add_parser("check", help="lines of events/answers/ and of the batch transform's inputs and outputs: "
+                            "served or quarantined, with the reasons (exit 1 when any is quarantined)")
+    p.add_argument("--lake", help="lake root: a directory or s3://bucket[/prefix] (default: KT_LAKE or .kt/lake)")
+    p.set_defaults(func=cmd_lake_check)
 
     p = sub.add_parser("endpoint", help="SageMaker hosting contract on this machine")
     endpoint_sub = p.add_subparsers(dest="endpoint_command", required=True)

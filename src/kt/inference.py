@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from sagemaker_inference.errors import GenericInferenceToolkitError
 
+from kt import bounds
 from kt.calibration import apply_temperature
 from kt.mastery import response
 from kt.model import DKT, DKTConfig, encode
@@ -154,8 +155,9 @@ def parse_request(payload: object, known: dict[int, int] | None, where: str = ""
             raise RequestError("each answer must be an object {skill_id, correct}", f"{where}user_sequence[{i}]")
         skill = item.get("skill_id")
         correct = item.get("correct")
-        if type(skill) is not int:
-            message = "skill_id is required" if "skill_id" not in item else "skill_id must be an integer"
+        if type(skill) is not int or not 0 <= skill <= bounds.INT32_MAX:
+            message = ("skill_id is required" if "skill_id" not in item
+                       else f"skill_id must be an integer from 0 to {bounds.INT32_MAX}")
             raise RequestError(message, f"{where}user_sequence[{i}].skill_id")
         if type(correct) is not int or (correct != 0 and correct != 1):
             message = "correct is required" if "correct" not in item else "correct must be 0 or 1"
@@ -178,6 +180,16 @@ def decode_text(body: bytes | bytearray | str) -> str:
         raise RequestError("the body is not UTF-8", "body") from e
 
 
+def _loads(text: str, field: str) -> object:
+    """JSON within kt.bounds' limits (size and nesting checked before parsing)."""
+    try:
+        return bounds.loads(text, field=field)
+    except bounds.BoundsError as e:
+        if e.status == 413:
+            raise RequestError(e.error, e.field, status=413) from e
+        raise RequestError(e.error, e.field) from e
+
+
 def input_fn(request_body: bytes | str, request_content_type: str | None) -> dict:
     """Parse a JSON request or a JSON Lines batch. Validation against skills happens in predict_fn."""
     content_type = (request_content_type or JSON).split(";")[0].strip().lower()
@@ -187,19 +199,15 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> dic
         )
     text = decode_text(request_body)
     if content_type == JSON:
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RequestError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}", "body") from e
-        return {"batch": False, "lines": [payload]}
+        return {"batch": False, "lines": [_loads(text, "body")]}
     lines: list[object] = []
     for n, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
         try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            lines.append(RequestError(f"malformed JSON: {e.msg} at column {e.colno}", f"line[{n}]"))
+            lines.append(_loads(line, f"line[{n}]"))
+        except RequestError as e:
+            lines.append(e)
     return {"batch": True, "lines": lines}
 
 
@@ -237,10 +245,10 @@ def decode_state(model: LoadedModel, state: dict, field: str) -> UserState:
         raise RequestError(f"state was computed by model {version!r}, this endpoint serves {model.version!r}: "
                            "send the whole history without state", f"{field}.model_version", status=409)
     answers = state.get("answers")
-    if not _is_int(answers) or answers < 0:
-        raise RequestError("answers must be a count", f"{field}.answers")
+    if not bounds.is_id(answers):
+        raise RequestError(f"answers must be a count up to {bounds.INT32_MAX}", f"{field}.answers")
     skills = state.get("skills")
-    if not isinstance(skills, list) or not all(_is_int(s) and s in model.index for s in skills):
+    if not isinstance(skills, list) or not all(bounds.is_id(s) and s in model.index for s in skills):
         raise RequestError("skills must list the skill ids practiced so far", f"{field}.skills")
     config = model.model.config
     try:
@@ -271,7 +279,7 @@ def _decode_counts(model: LoadedModel, counts: object, skills: set[int], field: 
             skill = int(key)
         except ValueError:
             raise RequestError(message, field) from None
-        if (skill not in skills or not isinstance(value, list) or len(value) != 2 or not all(map(_is_int, value))
+        if (skill not in skills or not isinstance(value, list) or len(value) != 2 or not all(map(bounds.is_id, value))
                 or not 0 <= value[1] <= value[0]):
             raise RequestError(message, f"{field}.{key}")
         out[model.index[skill]] = torch.tensor(value, dtype=torch.float32)

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from kt import dynamo, lake
+from kt import bounds, dynamo, lake
+from kt.api_validation import MAX_ID_CHARS, ApiError, check_answer
+from kt.quarantine import BadLine, Quarantined, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,28 @@ def days_to_refresh(last_day: str | None, run_date: str) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
-def read_answer_events(lake_root: str) -> list[dict]:
-    """Every tutor answer in the lake (events/answers/day=*/ *.jsonl)."""
-    answers = []
+def check_answer_line(record: dict) -> dict:
+    """An answer event as POST /api/kt/answers takes it (kt.api_validation.check_answer), else BadLine."""
+    try:
+        return check_answer(record)
+    except ApiError as e:
+        raise BadLine(e.error if e.error.startswith(str(e.field)) else f"{e.field}: {e.error}") from e
+
+
+def read_answer_lines(lake_root: str) -> tuple[list[dict], list[Quarantined]]:
+    """Every tutor answer in the lake (events/answers/day=*/ *.jsonl), and the lines quarantined."""
+    answers, bad = [], []
     for uri in lake.list_files(lake.join(lake_root, "events", "answers")):
         if uri.endswith(".jsonl"):
-            answers.extend(json.loads(line) for line in lake.read_text(uri).splitlines() if line.strip())
-    return answers
+            good, wrong = read_jsonl(uri, check_answer_line)
+            answers.extend(good)
+            bad.extend(wrong)
+    return answers, bad
+
+
+def read_answer_events(lake_root: str) -> list[dict]:
+    """Every valid tutor answer in the lake; bad lines are quarantined (kt.quarantine), never fatal."""
+    return read_answer_lines(lake_root)[0]
 
 
 def sync_history(client: Any, table: str, lake_root: str) -> int:
@@ -127,27 +144,78 @@ def mastery_item(line: dict, updated_at: str, n_interactions: int) -> dict:
     }
 
 
-def _output_items(lake_root: str, run_date: str, updated_at: str) -> tuple[list[dict], int]:
-    """kt-mastery items from one night's transform outputs, and the count of error lines."""
+def check_input_line(record: dict) -> dict:
+    """A transform input line (build_inputs): what the load needs of it, the user and the answer count."""
+    if not isinstance(record.get("user_id"), str) or not record["user_id"]:
+        raise BadLine("user_id: must be a non-empty string")
+    if not isinstance(record.get("user_sequence"), list):
+        raise BadLine("user_sequence: must be a list")
+    return record
+
+
+def _probability(value: object) -> bool:
+    return type(value) in (int, float) and 0.0 <= value <= 1.0
+
+
+def check_output_line(record: dict) -> dict:
+    """A transform output line: an error line (the transform refused the input) or a row kt-mastery can store."""
+    if "error" in record:
+        if not isinstance(record["error"], str):
+            raise BadLine("error: must be a string")
+        return record
+    for key in ("user_id", "model_version", "as_of"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise BadLine(f"{key}: must be a non-empty string")
+    if len(record["user_id"]) > MAX_ID_CHARS:
+        raise BadLine(f"user_id: longer than {MAX_ID_CHARS} characters")
+    for key in ("mastery", "topic_mastery"):
+        value = record.get(key)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and _probability(p) for k, p in value.items()):
+            raise BadLine(f"{key}: must map names to probabilities in [0, 1]")
+    if not all(k.isdigit() and int(k) <= bounds.INT32_MAX for k in record["mastery"]):
+        raise BadLine("mastery: keys must be skill ids")
+    nxt = record.get("next_skill_recommendation")
+    if nxt is not None and not bounds.is_id(nxt):
+        raise BadLine(f"next_skill_recommendation: must be a skill id (0 to {bounds.INT32_MAX}) or null")
+    if not _probability(record.get("predicted_accuracy")):
+        raise BadLine("predicted_accuracy: must be a probability in [0, 1]")
+    return record
+
+
+@dataclass
+class NightOutputs:
+    items: list[dict]  # kt-mastery rows
+    errors: int  # lines the transform refused (error lines)
+    quarantined: list[Quarantined]
+
+
+def read_outputs(lake_root: str, run_date: str, updated_at: str) -> NightOutputs:
+    """kt-mastery items from one night's transform outputs; bad lines of inputs and outputs quarantined."""
     input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
     output_prefix = lake.join(lake_root, "inference", "batch", run_date, "output")
-    lengths = {}
+    lengths, bad = {}, []
     for uri in lake.list_files(input_prefix):
-        for line in lake.read_text(uri).splitlines():
-            record = json.loads(line)
+        records, wrong = read_jsonl(uri, check_input_line)
+        bad.extend(wrong)
+        for record in records:
             lengths[record["user_id"]] = len(record["user_sequence"])
     items, errors = [], 0
     for uri in lake.list_files(output_prefix):
-        for line in lake.read_text(uri).splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
+        records, wrong = read_jsonl(uri, check_output_line)
+        bad.extend(wrong)
+        for record in records:
             if "error" in record:
                 errors += 1
                 log.error("transform rejected a line: %s (%s)", record["error"], record.get("field"))
                 continue
             items.append(mastery_item(record, updated_at, lengths.get(record["user_id"], 0)))
-    return items, errors
+    return NightOutputs(items, errors, bad)
+
+
+def _output_items(lake_root: str, run_date: str, updated_at: str) -> tuple[list[dict], int]:
+    """kt-mastery items from one night's transform outputs, and the count of error lines."""
+    night = read_outputs(lake_root, run_date, updated_at)
+    return night.items, night.errors
 
 
 def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str, last_day: str) -> LoadResult:
@@ -160,16 +228,28 @@ def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str,
     return LoadResult(users=len(items), written=result.written, skipped_stale=result.skipped_stale, errors=errors)
 
 
-def rebuild_mastery(client: Any, mastery_table: str, lake_root: str) -> int:
-    """Replay every night's outputs from the lake into kt-mastery (it is a projection of them).
-
-    The conditional writes keep the newest evidence whatever the order; updated_at
-    becomes the night's run date, the original write time being gone with the table.
-    """
+def batch_nights(lake_root: str) -> list[str]:
+    """The run dates with a folder under inference/batch/, in order."""
     batch = lake.join(lake_root, "inference", "batch")
-    nights = sorted({uri[len(batch):].lstrip("/").split("/", 1)[0] for uri in lake.list_files(batch)} - {"_watermark.json"})
-    written = 0
-    for night in nights:
-        items, _ = _output_items(lake_root, night, f"{night}T00:00:00+00:00")
-        written += dynamo.write_mastery(client, mastery_table, items).written
-    return written
+    return sorted({uri[len(batch):].lstrip("/").split("/", 1)[0] for uri in lake.list_files(batch)}
+                  - {"_watermark.json"})
+
+
+def dkt_rows_from_lake(lake_root: str) -> list[dict]:
+    """Every night's transform outputs as kt-mastery DKT rows, nights in order (kt-mastery is a projection).
+
+    updated_at becomes the night's run date, the original write time being gone with the table.
+    """
+    rows = []
+    for night in batch_nights(lake_root):
+        rows.extend(_output_items(lake_root, night, f"{night}T00:00:00+00:00")[0])
+    return rows
+
+
+def rebuild_mastery(client: Any, mastery_table: str, lake_root: str) -> int:
+    """Replay every night's outputs from the lake into kt-mastery; return the rows written.
+
+    The conditional writes keep the newest evidence whatever the order; a user's
+    rows are written in turn (``dynamo.write_mastery``), nights in order.
+    """
+    return dynamo.write_mastery(client, mastery_table, dkt_rows_from_lake(lake_root)).written
