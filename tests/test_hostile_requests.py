@@ -152,14 +152,18 @@ def test_api_gateway_request_models_refuse_what_a_schema_can_say():
 
 
 def test_answers_the_edge_passes_render_items_dynamodb_can_store():
-    """The mapping template turns what the Answer model passes into a PutItem whose numbers DynamoDB takes."""
+    """The mapping template turns what the Answer model passes into writes whose numbers DynamoDB takes."""
     passed = [c for c in CASES if c.route == "answers" and "edge" in c.accepted_by]
-    rendered = render_vtl([{"file": "post_answer_request.vtl", "body": _edge_parse(c.raw), "table": "kt-history"}
+    tables = {"history_table": "kt-history", "mastery_table": "kt-mastery"}
+    rendered = render_vtl([{"file": "post_answer_request.vtl", "body": _edge_parse(c.raw), "vars": tables}
                            for c in passed])
     assert len(rendered) == len(passed) > 5
     for case, out in zip(passed, rendered):
-        item = json.loads(out["body"])["Item"]
-        for name, value in item.items():
+        writes = [w for t in json.loads(out["body"])["TransactItems"] for w in t.values()]
+        values = {f"{w['TableName']}.{k}": v for w in writes
+                  for k, v in {**w.get("Item", {}), **w.get("ExpressionAttributeValues", {})}.items()}
+        assert len(writes) == 4 and values, case.name
+        for name, value in values.items():
             stored = TypeDeserializer().deserialize(value)  # DynamoDB's number rules: at most 38 digits
             if "N" in value:
                 assert isinstance(stored, Decimal) and abs(stored) <= 2**31 - 1, (case.name, name)
