@@ -47,6 +47,11 @@ demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated student
 demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: python ETL, no DAG runs)
 	$(VENV)/bin/kt demo
 
+# The real Airflow (UI, scheduler, dag-processor, triggerer) until Ctrl-C; state in .kt/airflow-stack (kt.airflow_stack).
+.PHONY: airflow
+airflow: $(VENV)/.installed  ## Airflow's UI on http://localhost:8080 and the scheduler running the DAGs locally (no Docker)
+	$(VENV)/bin/python -m kt.airflow_stack
+
 test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed  ## run the test suite
 	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
 	$(VENV)/bin/python -m pytest -q

@@ -67,6 +67,8 @@ class Browser:
                                                           open_timeout=10))
             self.send("Page.enable")
             self.send("Runtime.enable")
+            self.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
+                      deviceScaleFactor=1, mobile=False)  # the viewport itself, whatever the window's frame
         except BaseException:
             self.close()
             raise
@@ -112,6 +114,11 @@ class Browser:
     def text(self) -> str:
         return self.evaluate("document.body ? document.body.innerText : ''") or ""
 
+    def click(self, selector: str) -> None:
+        """Click the first element matching the selector, once it is there."""
+        self.wait_for(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (e) e.click();"
+                      " return !!e; })()", selector)
+
     def click_text(self, selector: str, text: str) -> None:
         """Click the first element matching the selector whose visible text is exactly `text`."""
         found = self.wait_for(
@@ -120,8 +127,20 @@ class Browser:
             f"{selector} {text!r}")
         assert found
 
-    def screenshot(self, path: str) -> None:
-        data = self.send("Page.captureScreenshot", format="png")["data"]
+    def screenshot(self, path: str, selector: str | None = None, margin: int = 16) -> None:
+        """The viewport, or the box around every element matching the selector (plus a margin)."""
+        params: dict[str, Any] = {"format": "png"}
+        if selector:
+            box = self.evaluate(
+                f"(() => {{ const r = [...document.querySelectorAll({json.dumps(selector)})]"
+                ".map(e => e.getBoundingClientRect()).filter(r => r.width > 0);"
+                " return r.length && [Math.min(...r.map(b => b.left)), Math.min(...r.map(b => b.top)),"
+                " Math.max(...r.map(b => b.right)), Math.max(...r.map(b => b.bottom))]; })()")
+            assert box, f"nothing to screenshot: {selector}"
+            left, top = max(0, box[0] - margin), max(0, box[1] - margin)
+            params["clip"] = {"x": left, "y": top, "width": box[2] + margin - left, "height": box[3] + margin - top,
+                              "scale": 1}
+        data = self.send("Page.captureScreenshot", **params)["data"]
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
 

@@ -199,11 +199,17 @@ def test_the_ui_shows_the_five_dags_the_trigger_form_and_the_asset_chain(stack, 
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     url = f"http://127.0.0.1:{stack.port}"
-    with Browser(str(tmp_path / "profile"), width=1400, height=800) as page:
+    with Browser(str(tmp_path / "profile"), width=1400, height=640) as page:
         page.goto(f"{url}/dags")
         page.wait_for(f"document.body && {json.dumps(list(DAG_IDS))}.every(d => document.body.innerText.includes(d))",
                       "the five DAGs in the list")
         assert "5 Dags" in page.text()
+        # The list as a table (the UI keeps that choice in localStorage, as a click on its toggle would)
+        page.evaluate("localStorage.setItem('dags_list_display', JSON.stringify('table'))")
+        page.goto(f"{url}/dags")
+        page.wait_for(f"(() => {{ const t = document.querySelector('table tbody');"
+                      f" return t && {json.dumps(list(DAG_IDS))}.every(d => t.innerText.includes(d)); }})()",
+                      "the five DAGs in the table")
         page.screenshot(str(ARTIFACTS / "airflow_dags.png"))
 
         page.goto(f"{url}/dags/ednet_ingest")
@@ -214,12 +220,11 @@ def test_the_ui_shows_the_five_dags_the_trigger_form_and_the_asset_chain(stack, 
                                    ("Format", "riiid: train.csv + questions.csv"),
                                    ("Consolidate KT1", "KT1 user files -> ~128 MB CSV shards")]:
             assert title in form and description in form, (title, form)
-        assert page.evaluate("[...document.querySelectorAll('[role=dialog] input')].some(i => i.value === 'riiid')"
-                             " || document.querySelector('[role=dialog]').innerText.includes('riiid')")
+        assert "riiid\n" in form.split("Format", 1)[1]  # the default, selected
         page.screenshot(str(ARTIFACTS / "airflow_trigger_form.png"))
 
-        # The graph of ednet_etl with all DAG dependencies: the whole asset chain (the UI keeps both choices
-        # in localStorage, as a click on the graph view and on "All Dag Dependencies" would).
+        # ednet_etl's graph with all DAG dependencies is the asset chain (graph view and "All Dag
+        # Dependencies" are kept in localStorage, as the UI's own toggles keep them).
         page.evaluate("localStorage.setItem('default_dag_view', JSON.stringify('graph'));"
                       "localStorage.setItem('dependencies-ednet_etl', JSON.stringify('all'))")
         page.goto(f"{url}/dags/ednet_etl")
@@ -230,7 +235,14 @@ def test_the_ui_shows_the_five_dags_the_trigger_form_and_the_asset_chain(stack, 
             f" return {json.dumps(chain)}.every(c => n.some(t => t.startsWith(c))) && n; }})()",
             "the asset chain in ednet_etl's graph")
         assert any(n.startswith("kt_drift_check") for n in nodes)  # drift also triggers dkt_train
-        page.screenshot(str(ARTIFACTS / "airflow_asset_chain.png"))
+        page.click("button[aria-label='Collapse Details Panel']")
+        page.click("button[aria-label='Fit View']")
+        page.evaluate("document.querySelector('.react-flow__minimap').style.display = 'none'")
+        page.wait_for("(() => { const r = [...document.querySelectorAll('.react-flow__node')]"
+                      ".map(e => e.getBoundingClientRect());"
+                      " return Math.max(...r.map(b => b.right)) - Math.min(...r.map(b => b.left)) > 1000; })()",
+                      "the graph fitted to the whole width")
+        page.screenshot(str(ARTIFACTS / "airflow_asset_chain.png"), ".react-flow__node")
 
 
 def test_ctrl_c_leaves_no_process_and_the_next_start_keeps_the_state(stack):
