@@ -210,7 +210,8 @@ class Stack:
     def __init__(self, where: Layout, port: int = DEFAULT_PORT) -> None:
         self.where = where
         self.port = port
-        self.url = f"http://localhost:{port}"
+        self.url = f"http://localhost:{port}"  # what the user opens; the supervisor's own calls go to 127.0.0.1
+        self.api = Api(f"http://127.0.0.1:{port}")
         self.components: list[Component] = []
         self.moto_url = ""
         self._moto: Any = None
@@ -233,9 +234,8 @@ class Stack:
         self._write_state()
         self.wait_ready(ready_timeout)
         if not os.path.exists(self.where.chain_unpaused):
-            api = Api(self.url)
             for dag_id in ASSET_CHAIN:
-                api.set_paused(dag_id, False)
+                self.api.set_paused(dag_id, False)
             open(self.where.chain_unpaused, "w").close()
 
     def _start_moto(self, port: int) -> str:
@@ -273,12 +273,11 @@ class Stack:
 
     def wait_ready(self, timeout: float) -> None:
         """Until every component is healthy and the five DAGs are parsed; a component that exits fails it."""
-        api = Api(self.url)
         deadline = time.monotonic() + timeout
         while True:
             self.check_alive()
-            health = api.health()
-            if health and all(s == "healthy" for s in health.values()) and set(DAG_IDS) <= set(api.dag_ids()):
+            health = self.api.health()
+            if health and all(s == "healthy" for s in health.values()) and set(DAG_IDS) <= set(self.api.dag_ids()):
                 return
             if time.monotonic() > deadline:
                 raise SystemExit(f"Airflow not ready after {timeout:.0f}s (health {health}); logs in "
@@ -318,6 +317,9 @@ class Stack:
                     c.process.wait(timeout=0.2)
         # Whatever is left of the tree, orphans included (reparented to this subreaper): killed and reaped.
         left = [p for p in tree | set(me.children(recursive=True)) if _alive(p)]
+        for c in self.components:
+            if c.process.poll() is None:
+                print(f"airflow {c.name} still running after SIGTERM: killed", flush=True)
         for c in self.components:
             _signal_group(c.process.pid, signal.SIGKILL)
         for p in left:
