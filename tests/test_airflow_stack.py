@@ -24,6 +24,7 @@ The waits poll the REST API for states, each with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -258,3 +259,50 @@ def test_ctrl_c_leaves_no_process_and_the_next_start_keeps_the_state(stack):
     assert {d["dag_id"]: d["is_paused"] for d in stack.api.get("/dags")["dags"]} == paused
     assert stack.interrupt() == 0
     assert leftovers(stack) == []
+
+
+SUPERVISOR_STAND_IN = """
+import os, subprocess, sys, time
+from kt.airflow_stack import _PDEATHSIG_SHIM
+component = [sys.executable, "-c", "import time; time.sleep(600)  # a component"]
+p = subprocess.Popen([sys.executable, "-c", _PDEATHSIG_SHIM, str(os.getpid()), *component], start_new_session=True)
+print(p.pid, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_components_end_when_the_supervisor_is_killed_outright():
+    """kill -9 of the supervisor runs no cleanup of its own: the kernel's parent-death signal ends each component."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR_STAND_IN], env=env, stdout=subprocess.PIPE, text=True)
+    component = psutil.Process(int(supervisor.stdout.readline()))
+    try:
+
+        def running_component() -> bool:  # the shim has exec'd the component (its own command line, alone)
+            return component.cmdline()[1:] == ["-c", "import time; time.sleep(600)  # a component"]
+
+        deadline = time.monotonic() + 30
+        while not running_component():
+            assert time.monotonic() < deadline, "the shim never started the component"
+            time.sleep(0.1)  # polling the process's command line
+        supervisor.kill()
+        supervisor.wait()
+
+        def gone() -> bool:
+            try:
+                return component.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        deadline = time.monotonic() + 30
+        while not gone():
+            assert time.monotonic() < deadline, "the component outlived its supervisor"
+            time.sleep(0.1)  # polling the process's state
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+        with contextlib.suppress(psutil.Error):
+            component.kill()  # only when the test failed
