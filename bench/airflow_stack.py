@@ -118,7 +118,8 @@ def main() -> int:
     demo_mastery = demo_model + demo[STEPS[3]]
     print(f"{args.users} students; load average at the end {os.getloadavg()[0]:.1f}")
     print(f"{'':44} {'make demo':>10} {'make airflow':>13} {'ratio':>6}")
-    print(f"{'trigger of ednet_ingest -> promoted model':44} {demo_model:>9}s {model:>12.0f}s {model / demo_model:>6.2f}")
+    print(f"{'trigger of ednet_ingest -> promoted model':44} {demo_model:>9}s {model:>12.0f}s "
+          f"{model / demo_model:>6.2f}")
     print(f"{'trigger of ednet_ingest -> kt-mastery':44} {demo_mastery:>9}s {mastery:>12.0f}s "
           f"{mastery / demo_mastery:>6.2f}")
     print(f"make demo per DAG: {demo}; make airflow start-up {up:.0f}s (not counted)")

@@ -97,7 +97,8 @@ class Running:
         while True:
             self.record_tree()
             if self.process.poll() is not None:
-                pytest.fail(f"the stack exited ({self.process.returncode}) waiting for {what}:\n{self.output()[-3000:]}")
+                pytest.fail(f"the stack exited ({self.process.returncode}) waiting for {what}:\n"
+                            f"{self.output()[-3000:]}")
             value = condition()
             if value:
                 return value
@@ -277,7 +278,8 @@ def test_components_end_when_the_supervisor_is_killed_outright():
     import psutil
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR_STAND_IN], env=env, stdout=subprocess.PIPE, text=True)
+    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR_STAND_IN], env=env, stdout=subprocess.PIPE,
+                                  text=True)
     component = psutil.Process(int(supervisor.stdout.readline()))
     try:
 

@@ -228,7 +228,8 @@ class Stack:
         self.env = stack_env(self.where, self.moto_url, self.port, (free_port(), free_port()))
         migrate = self._run_once(["db", "migrate"], "db-migrate")
         if migrate.returncode != 0:
-            raise SystemExit(f"`airflow db migrate` failed: see {os.path.join(self.where.components, 'db-migrate.log')}")
+            log_path = os.path.join(self.where.components, "db-migrate.log")
+            raise SystemExit(f"`airflow db migrate` failed: see {log_path}")
         for name in COMPONENTS:
             self.components.append(self._spawn(name))
         self._write_state()
@@ -381,19 +382,19 @@ def banner(stack: Stack, source: str) -> str:
     w = stack.where
     return "\n".join([
         "",
-        f"Airflow is up: api-server, scheduler (LocalExecutor), dag-processor, triggerer; KT_RUNTIME=local",
+        "Airflow is up: api-server, scheduler (LocalExecutor), dag-processor, triggerer; KT_RUNTIME=local",
         f"  UI        {stack.url}   (no login: everyone is admin, so it listens on 127.0.0.1 only)",
-        f"  1. Dags > ednet_ingest > Trigger, with",
+        "  1. Dags > ednet_ingest > Trigger, with",
         f"       source  {source}",
-        f"       format  riiid",
-        f"     The raw asset then runs ednet_etl, the processed asset dkt_train (those three are unpaused).",
+        "       format  riiid",
+        "     The raw asset then runs ednet_etl, the processed asset dkt_train (those three are unpaused).",
         f"  2. Dags > kt_mastery_refresh > Trigger, logical date {REFRESH_DATE} 02:00 UTC, 'Unpause on trigger':",
-        f"     the simulated tutor answers into kt-mastery. It and kt_drift_check stay paused until then:",
-        f"     their nightly runs need the model dkt_train promotes.",
+        "     the simulated tutor answers into kt-mastery. It and kt_drift_check stay paused until then:",
+        "     their nightly runs need the model dkt_train promotes.",
         f"  lake      {w.lake}",
         f"  moto      {stack.moto_url}   (DynamoDB kt-mastery/kt-history, CloudWatch, SNS; in memory)",
-        f"  metadata  {os.path.join(w.airflow_home, 'airflow.db')} (SQLite); task logs {os.path.join(w.airflow_home, 'logs')}",
-        f"  logs      {w.components}/<component>.log",
+        f"  metadata  {os.path.join(w.airflow_home, 'airflow.db')} (SQLite)",
+        f"  logs      tasks {os.path.join(w.airflow_home, 'logs')}, components {w.components}/<name>.log",
         "Ctrl-C stops everything; the metadata DB, logs and lake stay for the next start.",
     ])
 
