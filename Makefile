@@ -17,7 +17,7 @@ else
 TORCH_SOURCE := --find-links $(TORCH_WHEELS)
 endif
 
-.PHONY: demo demo-fast test lint lock lock-toolkit package api clean help
+.PHONY: demo demo-fast airflow test lint lock lock-toolkit package api clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -63,6 +63,9 @@ demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated student
 
 demo-fast: $(VENV)/.installed  ## the same pipeline without Airflow (`kt demo`: python ETL, no DAG runs)
 	$(VENV)/bin/kt demo
+
+airflow: $(VENV)/.installed  ## Airflow's UI on http://localhost:8080 and the scheduler running the DAGs locally (no Docker)
+	$(VENV)/bin/python -m kt.airflow_stack  # until Ctrl-C; state in .kt/airflow-stack (kt.airflow_stack)
 
 test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed $(TRAINING_VENV)/.installed $(TOOLKIT_VENV)/.installed  ## run the test suite
 	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
