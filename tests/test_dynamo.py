@@ -56,6 +56,22 @@ def test_lake_lines_of_one_answer_id_are_loaded_once_first_line_wins(ddb):
     assert transact(ddb, answer(3, 3, 0)) == "stored"
 
 
+def test_the_lakes_readers_count_a_restamped_answer_once(tmp_path):
+    """Drift and the refresh read the lake through read_answer_events: a retry's second line is not a second answer."""
+    import json
+
+    from kt import refresh
+
+    day = tmp_path / "events" / "answers" / "day=2026-11-24"
+    day.mkdir(parents=True)
+    lines = [answer(1, 3, 1), answer(1, 3, 1, second=50), answer(2, 4, 0), answer(1, 3, 1, user="u2")]
+    (day / "part-0.jsonl").write_text("".join(json.dumps(a) + "\n" for a in lines))
+    read = refresh.read_answer_events(str(tmp_path))
+    assert [(a["user_id"], a["answer_id"], a["answered_at"]) for a in read] == [
+        ("u1", "a1", "2026-11-24T10:00:01.000Z"), ("u1", "a2", "2026-11-24T10:00:02.000Z"),
+        ("u2", "a1", "2026-11-24T10:00:01.000Z")]
+
+
 def test_an_answer_stored_before_the_markers_is_a_duplicate_not_a_second_copy(ddb):
     old = answer(1, 3, 1)
     ddb.put_item(TableName=HISTORY, Item=dynamo.serialize(dynamo.history_item(old)))  # a pre-marker item

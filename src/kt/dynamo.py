@@ -161,17 +161,23 @@ def answer_outcome(reasons: list[dict]) -> str | None:
     return "duplicate" if failed[2] else None  # an answer stored before the markers existed
 
 
+def first_answers(answers: Iterable[dict]) -> list[dict]:
+    """The first answer of each (user_id, answer_id), in order: an answer counts once, whatever a retry re-stamped."""
+    first: dict[tuple[str, str], dict] = {}
+    for answer in answers:
+        first.setdefault((str(answer["user_id"]), str(answer["answer_id"])), answer)
+    return list(first.values())
+
+
 def put_history(client: Any, table: str, answers: Iterable[dict]) -> int:
     """Batch-write answers and their markers, the first of each (user_id, answer_id); return how many answers.
 
-    The lake can hold an answer twice (a retry re-stamped, or resent after a crash): the first line wins, as
-    the markers make the first write win in the table. Rewriting the same items is harmless.
+    The first line wins, as the markers make the first write win in the table (first_answers); one item per key
+    also keeps a batch valid (DynamoDB rejects a batch holding the same key twice). Rewriting the same items is
+    harmless.
     """
-    items: dict[tuple[str, str], dict] = {}
-    for item in map(history_item, answers):
-        items.setdefault((item["user_id"], item["answer_id"]), item)
-    # One item per key: a batch holding the same key twice is rejected by DynamoDB.
-    writes = [w for i in items.values() for w in (i, *marker_items(i))]
+    items = [history_item(a) for a in first_answers(answers)]
+    writes = [w for i in items for w in (i, *marker_items(i))]
     for start in range(0, len(writes), BATCH):
         requests = [{"PutRequest": {"Item": serialize(i)}} for i in writes[start : start + BATCH]]
         _batch_write(client, table, requests)

@@ -81,8 +81,12 @@ def read_answer_lines(lake_root: str) -> tuple[list[dict], list[Quarantined]]:
 
 
 def read_answer_events(lake_root: str) -> list[dict]:
-    """Every valid tutor answer in the lake; bad lines are quarantined (kt.quarantine), never fatal."""
-    return read_answer_lines(lake_root)[0]
+    """Every valid tutor answer in the lake, once per answer_id; bad lines are quarantined (kt.quarantine), never fatal.
+
+    The lake can hold an answer twice (a retry re-stamped, or resent after a crash): the first line wins, as the
+    markers make the first write win in kt-history, so drift and the refresh count each answer once.
+    """
+    return dynamo.first_answers(read_answer_lines(lake_root)[0])
 
 
 def sync_history(client: Any, table: str, lake_root: str) -> int:
