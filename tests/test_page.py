@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -29,16 +28,13 @@ from kt import aws, dynamo
 from kt.api import Catalog, create_app
 from kt.config import Settings
 from kt.topics import TOPICS
+from cdp import CHROMIUM, require_chromium
+from cdp import FLAGS as CHROMIUM_FLAGS
 from kt_testing import moto_tables
 from kt_testing import serve_asgi as serve
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]  # fmt: skip
 CATALOG = Catalog(tuple(range(1, 17)), {s: TOPICS[(s - 1) // 2] for s in range(1, 17)}, "tests")
 USER = "student-1"
 # (skill, correct): algebra (1, 2) well known, geometry (5, 6) weak, arithmetic (3) in between
@@ -46,15 +42,6 @@ ANSWERS = [(1, 1), (1, 1), (2, 1), (5, 0), (5, 0), (6, 0), (3, 1), (3, 0), (1, 1
 DKT_TOPICS = {t: 0.3 + 0.08 * i for i, t in enumerate(TOPICS)}
 # The row's weakest skill (5, its next_skill_recommendation) is geometry's; algebra's weakest practiced one is 2.
 DKT_SKILLS = {str(s): {2: 0.55, 5: 0.2}.get(s, 0.6) for s in CATALOG.skill_ids}
-
-
-def require_chromium() -> None:
-    if os.path.exists(CHROMIUM):
-        return
-    message = f"{CHROMIUM} is missing: run scripts/ensure-chromium.sh"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
