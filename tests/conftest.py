@@ -34,6 +34,20 @@ def tiny_model_dir(sample_lake, tmp_path_factory) -> str:
     return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp("tiny-model")), "tiny-model")
 
 
+@pytest.fixture
+def ddb():
+    """kt-history and kt-mastery, named as the defaults, in an in-process moto."""
+    import boto3
+    from moto import mock_aws
+
+    from kt import dynamo
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        dynamo.ensure_tables(client, "kt-history", "kt-mastery")
+        yield client
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The one SparkSession of the test run: 2 local cores, few shuffle partitions, no UI."""

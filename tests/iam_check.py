@@ -589,3 +589,19 @@ def unused(principal: str, requests: list[Request],
             else:
                 report.append(f"kept {principal} statement {sid}: {item}: {reason}")
     return missing, report
+
+
+def assert_sufficient_and_minimal(requests: list[Request], principals: tuple[str, ...], kept: dict, title: str) -> None:
+    """Print every denial, unused grant and kept grant of the principals under `title`, then fail on a denial or
+    an unused grant with no reason: the one verdict of both IAM tests."""
+    denied = sorted(set(check(requests)))
+    missing, report = [], []
+    for principal in principals:
+        m, k = unused(principal, requests, kept)
+        missing += m
+        report += k
+    print(f"\n{title}")
+    for line in denied + missing + report:
+        print(line)
+    assert not denied, "\n".join(denied)
+    assert not missing, "\n".join(missing)

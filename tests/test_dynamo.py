@@ -7,22 +7,12 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from kt import bayes, dynamo
 
 HISTORY, MASTERY = "kt-history", "kt-mastery"
-
-
-@pytest.fixture
-def ddb():
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        dynamo.ensure_tables(client, HISTORY, MASTERY)
-        yield client
 
 
 def answer(n: int, skill: int, correct: int, user: str = "u1", second: int | None = None, **extra) -> dict:

@@ -18,9 +18,9 @@ from iam_check import (
     Request,
     Requests,
     arn,
+    assert_sufficient_and_minimal,
     bucket_policy_denies,
     call_requests,
-    check,
     decide,
     kms_key_arn,
     lake_bucket,
@@ -28,9 +28,8 @@ from iam_check import (
     privilege,
     render,
     role_policies,
-    tf,
     terraform_ssm_config,
-    unused,
+    tf,
     variable,
 )
 
@@ -223,19 +222,10 @@ def written_requests(settings: Settings) -> list[Request]:
 
 def test_every_written_call_is_allowed_and_every_grant_used(settings, capsys):
     requests = written_requests(settings)
-    denied = sorted(set(check(requests)))
-    missing, kept = [], []
-    for principal in ("sagemaker", "glue", "api_get_mastery", "api_post_answer", "api_invoke_endpoint",
-                      "api_cloudwatch"):
-        m, k = unused(principal, requests, KEPT)
-        missing += m
-        kept += k
     with capsys.disabled():
-        print(f"\nSageMaker, Glue and API Gateway roles: {len(requests)} authorization requests")
-        for line in denied + missing + kept:
-            print(line)
-    assert not denied, "\n".join(denied)
-    assert not missing, "\n".join(missing)
+        assert_sufficient_and_minimal(
+            requests, ("sagemaker", "glue", "api_get_mastery", "api_post_answer", "api_invoke_endpoint", "api_cloudwatch"),
+            KEPT, f"SageMaker, Glue and API Gateway roles: {len(requests)} authorization requests")
 
 
 # The evaluator and the catalogue

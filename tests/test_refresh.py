@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from kt import artifact, dynamo, lake, local_sagemaker, refresh
 
 HISTORY, MASTERY = "kt-history", "kt-mastery"
 RUN_DATE = "2026-11-25"
-
-
-@pytest.fixture
-def ddb():
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        dynamo.ensure_tables(client, HISTORY, MASTERY)
-        yield client
 
 
 @pytest.fixture

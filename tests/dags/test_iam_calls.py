@@ -24,12 +24,11 @@ from dagtest import run_dag
 from iam_check import (
     ACCOUNT,
     Requests,
+    assert_sufficient_and_minimal,
     call_requests,
-    check,
     render,
     role_arn,
     terraform_ssm_config,
-    unused,
 )
 from iam_recorder import recording
 
@@ -174,11 +173,7 @@ def test_every_call_of_the_dags_is_allowed_and_every_grant_used(terraform_lake, 
     assert all(ACCOUNT in r.resource or r.resource == "*" or ":s3:::" in r.resource for r in requests.items)
 
     actions = sorted({f"{c.service}:{c.operation}" for c in calls})
-    denied = sorted(set(check(requests.items)))
-    missing, kept = unused("airflow", requests.items, KEPT)
     with capsys.disabled():
-        print(f"\nAirflow role: {len(calls)} calls recorded, {len(actions)} operations: {', '.join(actions)}")
-        for line in denied + missing + kept:
-            print(line)
-    assert not denied, "\n".join(denied)
-    assert not missing, "\n".join(missing)
+        assert_sufficient_and_minimal(
+            requests.items, ("airflow",), KEPT,
+            f"Airflow role: {len(calls)} calls recorded, {len(actions)} operations: {', '.join(actions)}")
