@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import pytest
 from botocore.exceptions import ClientError
 
 from kt import bayes, dynamo

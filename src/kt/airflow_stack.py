@@ -43,10 +43,10 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from kt import runtime
-from kt.config import Settings, load_settings
+from kt.config import load_settings
 
 log = logging.getLogger(__name__)
 

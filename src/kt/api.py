@@ -95,7 +95,6 @@ def _error(status: int, error: str, field: str | None) -> JSONResponse:
     return JSONResponse({"error": error, "field": field}, status_code=status)
 
 
-
 class ApiKeyMiddleware:
     """403 unless x-api-key matches (constant-time compare); /static/ is open. No key configured: all open."""
 

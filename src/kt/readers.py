@@ -36,12 +36,10 @@ import pyarrow.csv as pacsv
 from kt import lake
 from kt.schema import (
     KT1_COLUMNS,
-    KT1_QUESTION_COLUMNS,
     KT1_SHARD_COLUMNS,
     KT1_SHARD_FILE,
     QUARANTINE_SCHEMA,
     RIIID_COLUMNS,
-    RIIID_QUESTION_COLUMNS,
 )
 
 log = logging.getLogger(__name__)
