@@ -44,7 +44,7 @@ def test_training_runs_script_mode_from_the_sourcedir(local_lake, tmp_path):
         f.write('\nprint(f"kt.train from {__file__}", flush=True)\n')
     settings = Settings(lake=local_lake)
     package.build_sourcedir(str(tmp_path / package.SOURCEDIR), str(code))
-    lake.publish(str(tmp_path / package.SOURCEDIR), aws_requests.lake_uris(settings)["sourcedir"])
+    lake.publish(str(tmp_path / package.SOURCEDIR), lake.uris(settings)["sourcedir"])
     request = aws_requests.training_job(settings, RUN, TINY)
     lines: list[str] = []
     work_dir = str(tmp_path / "sagemaker")
@@ -142,7 +142,7 @@ def test_a_stopped_job_resumes_from_its_s3_checkpoints_and_ends_like_an_uninterr
     # the batch transform on the same S3 lake, with the model just trained
     model_request = aws_requests.model(settings, RUN, resumed["ModelArtifacts"]["S3ModelArtifacts"])
     transform = aws_requests.transform_job(settings, RUN, RUN_DATE, model_request["ModelName"])
-    batch = aws_requests.lake_uris(settings, RUN_DATE)
+    batch = lake.uris(settings, RUN_DATE)
     lake.write_text(f"{batch['batch_input']}/part-0.jsonl", json.dumps({"user_id": "u", "user_sequence": []}) + "\n")
     done = local_sagemaker.run_transform_job({"Model": model_request, "Transform": transform}, work_dir)
     assert done["TransformJobStatus"] == "Completed", done.get("FailureReason")
@@ -162,7 +162,7 @@ def test_transform_writes_one_out_file_per_input_with_a_line_per_record(tiny_mod
     artifact.pack(tiny_model_dir, model_url)
     model_request = aws_requests.model(settings, RUN, model_url)
     transform = aws_requests.transform_job(settings, RUN, RUN_DATE, model_request["ModelName"])
-    uris = aws_requests.lake_uris(settings, RUN_DATE)
+    uris = lake.uris(settings, RUN_DATE)
     skills = artifact.read_info(tiny_model_dir)["skill_ids"]
     first, second = _users(skills, 5), _users(skills, 3, offset=5)
     lake.write_text(f"{uris['batch_input']}/part-0.jsonl", "".join(json.dumps(u) + "\n" for u in first))
@@ -190,7 +190,7 @@ def test_transform_with_a_missing_model_fails_with_the_reason(local_lake, tmp_pa
     settings = Settings(lake=local_lake)
     model_request = aws_requests.model(settings, RUN, f"{local_lake}/models/dkt/none/output/model.tar.gz")
     transform = aws_requests.transform_job(settings, RUN, RUN_DATE, model_request["ModelName"])
-    lake.write_text(f"{aws_requests.lake_uris(settings, RUN_DATE)['batch_input']}/part-0.jsonl", "{}\n")
+    lake.write_text(f"{lake.uris(settings, RUN_DATE)['batch_input']}/part-0.jsonl", "{}\n")
     describe = local_sagemaker.run_transform_job({"Model": model_request, "Transform": transform}, str(tmp_path))
     assert describe["TransformJobStatus"] == "Failed" and "model.tar.gz" in describe["FailureReason"]
 

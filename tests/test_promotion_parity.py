@@ -29,7 +29,7 @@ import pytest
 from botocore.validate import validate_parameters
 from hcl2 import SerializationOptions
 
-from kt import aws_requests, drift, etl
+from kt import aws_requests, drift, etl, lake
 from kt.config import ConfigError, load_settings
 
 TF_DIR = Path(__file__).resolve().parents[1] / "terraform"
@@ -281,7 +281,7 @@ def test_promotion_sends_terraforms_endpoint_config_field_by_field(case):
         capture = dag["DataCaptureConfig"]
         assert capture["KmsKeyId"] == KMS_KEY and capture["EnableCapture"] is True
         assert capture["DestinationS3Uri"] == plan.value("${local.data_capture_uri}") == \
-            aws_requests.lake_uris(settings)["data_capture"]
+            lake.uris(settings)["data_capture"]
         assert drift.capture_prefix(settings) == (capture["DestinationS3Uri"] + settings.endpoint_name + "/"
                                                   + dag["ProductionVariants"][0]["VariantName"])
         assert dag["ProductionVariants"][0]["VariantName"] == plan.value("${local.variant_name}")
@@ -303,7 +303,7 @@ def test_the_ssm_config_carries_what_promotions_need():
     assert config["sagemaker_name_prefix"] == "acme-kt" and config["kms_key_arn"] == KMS_KEY
     assert config["lake"] == "s3://pythagoras-kt-lake-123456789012-us-east-1"
     settings = load_settings(environ={"KT_RUNTIME": "aws"}, ssm=config)
-    assert aws_requests.lake_uris(settings)["data_capture"] == Plan().value("${local.data_capture_uri}")
+    assert lake.uris(settings)["data_capture"] == Plan().value("${local.data_capture_uri}")
 
 
 # Variable validations accept only what the code accepts.

@@ -48,9 +48,6 @@ def names(settings: Settings, run: str) -> dict[str, str]:
     }
 
 
-lake_uris = lake.uris  # moved to kt.lake, the one place lake paths are resolved; kept for callers not yet moved
-
-
 def training_job(settings: Settings, run: str, hyperparameters: dict[str, object], spot: bool = True,
                  processed: str | None = None) -> dict:
     """CreateTrainingJob: script mode on the PyTorch image, managed spot, checkpoints in the lake.

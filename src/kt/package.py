@@ -14,7 +14,7 @@
   the real toolkit (docs/aws-fidelity.md).
 
 Terraform uploads both (``terraform/s3.tf``). Locally, publishing the sourcedir
-to ``aws_requests.lake_uris(settings)["sourcedir"]`` makes the local runner run
+to ``lake.uris(settings)["sourcedir"]`` makes the local runner run
 script mode from it too (it falls back to ``python -m kt.train`` otherwise).
 Archives are reproducible (sorted members, fixed times and owners): unchanged
 code gives byte-identical files, and Terraform's ``filemd5`` stays put.
