@@ -69,7 +69,7 @@ airflow: $(VENV)/.installed  ## Airflow's UI on http://localhost:8080 and the sc
 
 test: $(VENV)/.installed $(LINT_VENV)/.installed $(GLUE_VENV)/.installed $(TRAINING_VENV)/.installed $(TOOLKIT_VENV)/.installed  ## run the test suite
 	bash scripts/ensure-chromium.sh  # the browser tests need chromium: installed here, or stop saying how
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=15  # the slowest tests: the suite must stay under ~15 minutes on 2 cores
 
 api: $(VENV)/.installed  ## serve the mastery API and the Knowledge State page on :8000 (after `make demo`)
 	$(VENV)/bin/kt api --port 8000
