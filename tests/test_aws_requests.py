@@ -222,10 +222,13 @@ def test_moto_accepts_the_requests_as_the_operators_send_them():
     settings = Settings(runtime="aws", lake=S3_LAKE, endpoint_mode="realtime", kms_key_arn=KMS_KEY)
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
-        training = aws_requests.training_job(settings, RUN, {"epochs": 3}, processed=f"{S3_LAKE}/processed/ednet/{VERSION}")
+        training = aws_requests.training_job(settings, RUN, {"epochs": 3},
+                                             processed=f"{S3_LAKE}/processed/ednet/{VERSION}",
+                                             current_model_url=PREVIOUS_MODEL_URL)
         client.create_training_job(**training)
         described = client.describe_training_job(TrainingJobName=training["TrainingJobName"])
         assert described["EnableManagedSpotTraining"] is True
+        assert described["InputDataConfig"] == training["InputDataConfig"]  # the evaluate task reads the current one
         assert described["CheckpointConfig"] == training["CheckpointConfig"]
         client.create_model(**aws_requests.model(settings, RUN, MODEL_URL))
         config = aws_requests.endpoint_config(settings, RUN)

@@ -134,7 +134,8 @@ def test_a_stopped_job_resumes_from_its_s3_checkpoints_and_ends_like_an_uninterr
     assert clean["TrainingJobStatus"] == "Completed", clean.get("FailureReason")
 
     # The clean job's model as the current one: a channel on one S3 object's key.
-    request = aws_requests.training_job(settings, RUN, hp, current_model_url=clean["ModelArtifacts"]["S3ModelArtifacts"])
+    request = aws_requests.training_job(settings, RUN, hp,
+                                        current_model_url=clean["ModelArtifacts"]["S3ModelArtifacts"])
     name = request["TrainingJobName"]
 
     def interrupt(line: str) -> None:  # the first periodic checkpoint of epoch 1: stop, as a spot reclaim does
