@@ -10,10 +10,14 @@ Trains DKT when the **processed asset** (`processed/ednet/`) is updated by
 1. **train_model**: the CreateTrainingJob request of `kt.aws_requests.training_job`
    (script mode on the PyTorch image, managed spot with `MaxWaitTimeInSeconds`,
    checkpoints in the lake through `CheckpointConfig`, so a spot interruption
-   resumes instead of restarting). `SageMakerTrainingOperator` on aws; the local
-   runner of the same request locally.
-2. **evaluate**: the new model and the current one (`models/dkt/current.json`)
-   on the same test split, next to the baselines.
+   resumes instead of restarting). The current model (`models/dkt/current.json`)
+   is the job's `current` channel: after training, the job scores the new model
+   and the current one on the test split of the version it trained on and puts
+   the report in model.tar.gz (`kt.job_evaluation`). `SageMakerTrainingOperator`
+   on aws; the local runner of the same request locally.
+2. **evaluate**: reads that report from the new model.tar.gz (the worker loads
+   no data); refuses a model trained on another manifest, or compared with a
+   model that is no longer the promoted one.
 3. **gate**: continue only if the new model's test AUC beats the current one by
    the tolerance (`kt.runtime.promotion_decision`); otherwise the run ends here,
    successfully, and nothing changes.
@@ -68,12 +72,15 @@ def dkt_train():
 
     @task
     def training_request(dataset: dict, params: dict | None = None) -> dict:
-        """CreateTrainingJob of this run: every name from the run id, the channel on the checked version."""
-        from kt import aws_requests
+        """CreateTrainingJob of this run: every name from the run id, the channel on the checked version,
+        the promoted model as the `current` channel the job scores the new one against."""
+        from kt import aws_requests, pipeline
 
-        context = get_current_context()
-        return aws_requests.training_job(runtime.task_settings(), runtime.run_id(context), params["hyperparameters"],
-                                         processed=dataset["uri"])
+        settings, context = runtime.task_settings(), get_current_context()
+        current = pipeline.current_model(settings)
+        return aws_requests.training_job(settings, runtime.run_id(context), params["hyperparameters"],
+                                         processed=dataset["uri"],
+                                         current_model_url=current["model_data_url"] if current else None)
 
     dataset = check_dataset()
     request = training_request(dataset)
@@ -90,7 +97,7 @@ def dkt_train():
 
     @task
     def evaluate(training: dict, dataset: dict) -> dict:
-        """Test-split metrics of the new model and of the current one, on the version trained on."""
+        """The job's test-split report of the new model and of the current one (from the new model.tar.gz)."""
         return runtime.evaluate_candidate(runtime.task_settings(), training, dataset)
 
     @task.short_circuit

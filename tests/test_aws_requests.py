@@ -24,6 +24,7 @@ VERSION = "v=20261125T020000000000Z"  # a processed version (kt.lake.new_version
 S3_LAKE = "s3://pythagoras-kt-lake-123456789012-us-east-1"
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 MODEL_URL = f"{S3_LAKE}/models/dkt/pythagoras-dkt-{RUN}/output/model.tar.gz"
+PREVIOUS_MODEL_URL = f"{S3_LAKE}/models/dkt/pythagoras-dkt-2026-11-18-0200/output/model.tar.gz"  # the promoted one
 SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
 
 
@@ -35,6 +36,8 @@ def _requests(settings: Settings) -> dict[str, tuple[str, dict]]:
         "training_spot": ("CreateTrainingJob", aws_requests.training_job(settings, RUN, hp, processed=processed)),
         "training_on_demand": ("CreateTrainingJob",
                                aws_requests.training_job(settings, RUN, hp, spot=False, processed=processed)),
+        "training_with_current": ("CreateTrainingJob", aws_requests.training_job(
+            settings, RUN, hp, processed=processed, current_model_url=PREVIOUS_MODEL_URL)),
         "model": ("CreateModel", aws_requests.model(settings, RUN, MODEL_URL)),
         "endpoint_config": ("CreateEndpointConfig", aws_requests.endpoint_config(settings, RUN)),
         "endpoint": ("CreateEndpoint", aws_requests.endpoint(settings, RUN)),
@@ -154,6 +157,25 @@ def test_training_runs_the_packaged_script_mode_entry_point():
     assert request["OutputDataConfig"]["S3OutputPath"] == f"{S3_LAKE}/models/dkt"  # + <job>/output/model.tar.gz
 
 
+def test_the_promoted_model_is_the_current_channel_of_one_object_and_absent_without_one():
+    """An S3Prefix on the model.tar.gz key: SageMaker copies the one object it matches (kt.job_evaluation reads it)."""
+    processed = f"{S3_LAKE}/processed/ednet/{VERSION}"
+    request = aws_requests.training_job(Settings(lake=S3_LAKE), RUN, {}, processed=processed,
+                                        current_model_url=PREVIOUS_MODEL_URL)
+    training, current = request["InputDataConfig"]
+    assert current == {**training, "ChannelName": "current", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": PREVIOUS_MODEL_URL, "S3DataDistributionType": "FullyReplicated"}}}
+    without = aws_requests.training_job(Settings(lake=S3_LAKE), RUN, {}, processed=processed)
+    assert without["InputDataConfig"] == [training]
+
+
+def test_the_test_auc_metric_is_the_candidates_not_the_current_models():
+    line = "test_auc=0.71234; current_test_auc=0.70000;\n"  # kt.job_evaluation's line
+    regexes = dict(aws_requests.METRIC_REGEXES)
+    assert re.findall(regexes["test_auc"], line) == ["0.71234"]
+    assert all(not re.findall(regexes[name], line) for name in regexes if name != "test_auc")
+
+
 def test_every_name_derives_from_the_run_id_on_the_configured_prefix():
     names = aws_requests.names(Settings(), RUN)
     assert all(RUN in n and n.startswith("pythagoras-dkt-") and len(n) <= 63 for n in names.values())
@@ -200,10 +222,13 @@ def test_moto_accepts_the_requests_as_the_operators_send_them():
     settings = Settings(runtime="aws", lake=S3_LAKE, endpoint_mode="realtime", kms_key_arn=KMS_KEY)
     with mock_aws():
         client = boto3.client("sagemaker", region_name="us-east-1")
-        training = aws_requests.training_job(settings, RUN, {"epochs": 3}, processed=f"{S3_LAKE}/processed/ednet/{VERSION}")
+        training = aws_requests.training_job(settings, RUN, {"epochs": 3},
+                                             processed=f"{S3_LAKE}/processed/ednet/{VERSION}",
+                                             current_model_url=PREVIOUS_MODEL_URL)
         client.create_training_job(**training)
         described = client.describe_training_job(TrainingJobName=training["TrainingJobName"])
         assert described["EnableManagedSpotTraining"] is True
+        assert described["InputDataConfig"] == training["InputDataConfig"]  # the evaluate task reads the current one
         assert described["CheckpointConfig"] == training["CheckpointConfig"]
         client.create_model(**aws_requests.model(settings, RUN, MODEL_URL))
         config = aws_requests.endpoint_config(settings, RUN)

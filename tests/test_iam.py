@@ -107,14 +107,16 @@ def logs(group: str, stream: str, describe: bool = True, create_group: bool = Tr
 def sagemaker_calls(settings: Settings) -> list[tuple[str, str, dict]]:
     """What SageMaker does with the execution role for the DAG's training job, transform job and endpoint."""
     version = lake.join(lake.uris(settings)["processed"], VERSION)  # the processed version dkt_train checked
-    training = aws_requests.training_job(settings, RUN, {"epochs": 1}, processed=version)
+    promoted = lake.join(lake.uris(settings)["models"], "pythagoras-dkt-2026-11-18-0200", "output", "model.tar.gz")
+    training = aws_requests.training_job(settings, RUN, {"epochs": 1}, processed=version, current_model_url=promoted)
     job = training["TrainingJobName"]
-    channel = training["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    channel, current = (c["DataSource"]["S3DataSource"]["S3Uri"] for c in training["InputDataConfig"])
     output = f"{training['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job}/output/model.tar.gz"
     checkpoints = training["CheckpointConfig"]["S3Uri"].rstrip("/")
     calls = pull(training["AlgorithmSpecification"]["TrainingImage"])
-    calls += [  # training: the channel (File mode copies the prefix), the code, checkpoints both ways, the model
+    calls += [  # training: the channels (File mode copies each prefix), the code, checkpoints both ways, the model
         s3("ListObjectsV2", channel), s3("GetObject", f"{channel}sequences.parquet/split=train/part-00000.parquet"),
+        s3("ListObjectsV2", current), s3("GetObject", current),  # the current model's channel: one object's key
         s3("GetObject", training["HyperParameters"]["sagemaker_submit_directory"]),
         s3("ListObjectsV2", f"{checkpoints}/"), s3("GetObject", f"{checkpoints}/checkpoint.pt"),
         s3("PutObject", f"{checkpoints}/checkpoint.pt"), *upload(output),

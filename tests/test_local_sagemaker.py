@@ -12,7 +12,7 @@ import boto3
 import pytest
 import torch
 
-from kt import artifact, aws_requests, inference, lake, local_sagemaker, package
+from kt import artifact, aws_requests, inference, job_evaluation, lake, local_sagemaker, package
 from kt.config import Settings
 
 RUN = "2026-11-25-0200"
@@ -36,34 +36,49 @@ def _model_tar_members(uri: str) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_training_runs_script_mode_from_the_sourcedir(local_lake, tmp_path):
-    """The request names sagemaker_program + sagemaker_submit_directory: the runner runs the tarball's code."""
+def test_training_runs_script_mode_from_the_sourcedir(local_lake, tiny_model_dir, tmp_path):
+    """The request names sagemaker_program + sagemaker_submit_directory: the runner runs the tarball's code,
+    which trains, then scores the model and the current one (its channel: one object's key) on the test split."""
     code = tmp_path / "kt-src"
     shutil.copytree(package.PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(code / "train.py", "a") as f:  # a marker only the sourcedir's kt has
-        f.write('\nprint(f"kt.train from {__file__}", flush=True)\n')
+    with open(code / "train.py", "a") as f:  # a marker only the sourcedir's kt has, and the job's channels
+        f.write('\nprint(f"kt.train from {__file__}; channels {os.environ[\'SM_CHANNELS\']} '
+                'current {os.environ.get(\'SM_CHANNEL_CURRENT\')}", flush=True)\n')
     settings = Settings(lake=local_lake)
     package.build_sourcedir(str(tmp_path / package.SOURCEDIR), str(code))
     lake.publish(str(tmp_path / package.SOURCEDIR), lake.uris(settings)["sourcedir"])
-    request = aws_requests.training_job(settings, RUN, TINY)
+    current_url = f"{local_lake}/models/dkt/tiny/output/model.tar.gz"
+    artifact.pack(tiny_model_dir, current_url)
+    request = aws_requests.training_job(settings, RUN, TINY, current_model_url=current_url)
     lines: list[str] = []
     work_dir = str(tmp_path / "sagemaker")
     describe = local_sagemaker.run_training_job(request, work_dir, stream_logs=False, on_log=lines.append)
 
     assert describe["TrainingJobStatus"] == "Completed", describe.get("FailureReason")
     opt_ml = os.path.join(work_dir, "training-jobs", request["TrainingJobName"], "opt_ml")
-    assert f"kt.train from {os.path.join(opt_ml, 'code', 'kt', 'train.py')}\n" in lines
+    current_channel = os.path.join(opt_ml, "input", "data", "current")
+    assert f"kt.train from {os.path.join(opt_ml, 'code', 'kt', 'train.py')}; " \
+           f"channels [\"current\", \"training\"] current {current_channel}\n" in lines
+    assert os.listdir(current_channel) == ["model.tar.gz"]
+    assert os.path.realpath(os.path.join(current_channel, "model.tar.gz")) == current_url
     with open(os.path.join(opt_ml, "input", "config", "hyperparameters.json")) as f:
         assert json.load(f) == request["HyperParameters"]  # strings, sagemaker_* included, as SageMaker writes it
     assert os.path.realpath(os.path.join(opt_ml, "input", "data", "training")) == f"{local_lake}/processed/ednet"
     tar_uri = describe["ModelArtifacts"]["S3ModelArtifacts"]
     assert tar_uri == f"{local_lake}/models/dkt/{request['TrainingJobName']}/output/model.tar.gz"
     members = _model_tar_members(tar_uri)
-    assert {"model.pth", "model.json", "code/inference.py", "code/kt/inference.py"} <= set(members)
+    assert {"model.pth", "model.json", "code/inference.py", "code/kt/inference.py", "evaluation.json",
+            "reliability.png"} <= set(members)
     info = json.loads(members["model.json"])
     metrics = {m["MetricName"]: m["Value"] for m in describe["FinalMetricDataList"]}
-    assert set(metrics) == {"train_loss", "valid_auc", "interactions_per_s"}
+    assert set(metrics) == {"train_loss", "valid_auc", "interactions_per_s", "test_auc"}
     assert metrics["valid_auc"] == pytest.approx(info["metrics"]["history"][-1]["valid"]["auc"], abs=1e-5)
+    report = json.loads(members["evaluation.json"])
+    assert metrics["test_auc"] == pytest.approx(report["candidate"]["dkt"]["auc"], abs=1e-5)
+    assert report["candidate"]["dkt"]["n"] == report["current"]["dkt"]["n"] > 0  # the same test split
+    assert report["current_model_version"] == artifact.read_info(tiny_model_dir)["model_version"]
+    here = job_evaluation.score(tiny_model_dir, f"{local_lake}/processed/ednet")  # the current model, scored here
+    assert report["current"]["dkt"]["auc"] == pytest.approx(here["dkt"]["auc"], abs=1e-6)
     assert local_sagemaker.describe_training_job(request["TrainingJobName"], work_dir) == describe
 
 
@@ -118,7 +133,9 @@ def test_a_stopped_job_resumes_from_its_s3_checkpoints_and_ends_like_an_uninterr
                                              stream_logs=False)
     assert clean["TrainingJobStatus"] == "Completed", clean.get("FailureReason")
 
-    request = aws_requests.training_job(settings, RUN, hp)
+    # The clean job's model as the current one: a channel on one S3 object's key.
+    request = aws_requests.training_job(settings, RUN, hp,
+                                        current_model_url=clean["ModelArtifacts"]["S3ModelArtifacts"])
     name = request["TrainingJobName"]
 
     def interrupt(line: str) -> None:  # the first periodic checkpoint of epoch 1: stop, as a spot reclaim does
@@ -138,6 +155,10 @@ def test_a_stopped_job_resumes_from_its_s3_checkpoints_and_ends_like_an_uninterr
     a = torch.load(io.BytesIO(_model_tar_members(clean["ModelArtifacts"]["S3ModelArtifacts"])["model.pth"]))
     b = torch.load(io.BytesIO(_model_tar_members(resumed["ModelArtifacts"]["S3ModelArtifacts"])["model.pth"]))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    without = json.loads(_model_tar_members(clean["ModelArtifacts"]["S3ModelArtifacts"])["evaluation.json"])
+    assert without["current"] is None  # no current channel in its request
+    report = json.loads(_model_tar_members(resumed["ModelArtifacts"]["S3ModelArtifacts"])["evaluation.json"])
+    assert report["current"] == report["candidate"] == without["candidate"]  # the same weights, the same split
 
     # the batch transform on the same S3 lake, with the model just trained
     model_request = aws_requests.model(settings, RUN, resumed["ModelArtifacts"]["S3ModelArtifacts"])

@@ -34,8 +34,9 @@ from importlib import metadata
 
 import pytest
 import torch
+from packaging.utils import canonicalize_name
 
-from kt import aws_requests, package
+from kt import artifact, aws_requests, package
 from kt.config import Settings
 from kt.train import CHECKPOINT_FILE, parse_hyperparameters
 from kt.train import main as train_main
@@ -59,8 +60,11 @@ def sourcedir(tmp_path_factory) -> str:
     return package.build(str(tmp_path_factory.mktemp("dist")))["sourcedir"]
 
 
-def _container(base: str, request: dict, sourcedir: str, processed: str) -> None:
-    """/opt/ml as SageMaker lays it out before the container starts (config files, channels, empty dirs)."""
+def _container(base: str, request: dict, sourcedir: str, processed: str, current: str | None = None) -> None:
+    """/opt/ml as SageMaker lays it out before the container starts (config files, channels, empty dirs).
+
+    ``current``: the local file the request's ``current`` channel names (its S3Prefix is that one object's key).
+    """
     config_dir = os.path.join(base, "input", "config")
     os.makedirs(config_dir)
     for sub in ("model", "output/data"):
@@ -85,8 +89,11 @@ def _container(base: str, request: dict, sourcedir: str, processed: str) -> None
     for name, content in files.items():
         with open(os.path.join(config_dir, name), "w") as f:
             json.dump(content, f)
-    (channel,) = request["InputDataConfig"]
-    shutil.copytree(processed, os.path.join(base, "input", "data", channel["ChannelName"]))  # File mode: a copy
+    assert [c["ChannelName"] for c in request["InputDataConfig"]] == ["training"] + (["current"] if current else [])
+    shutil.copytree(processed, os.path.join(base, "input", "data", "training"))  # File mode: a copy
+    if current:  # the object under its key's last part, as File mode copies a prefix that is one key
+        os.makedirs(os.path.join(base, "input", "data", "current"))
+        shutil.copyfile(current, os.path.join(base, "input", "data", "current", "model.tar.gz"))
 
 
 def _checkpoint_dir(base: str, request: dict) -> str:
@@ -141,8 +148,11 @@ def _state_dict(base: str) -> dict[str, torch.Tensor]:
 def test_the_sourcedir_pins_everything_the_entry_point_imports_but_torch():
     """The toolkit pip-installs requirements.txt over the image, whose versions are not ours (numpy<2 in some)."""
     distributions = metadata.packages_distributions()
-    imported = package.third_party_imports("train") - {"torch"}
-    assert {distributions[root][0] for root in imported} == set(package.TRAINING_REQUIREMENTS)
+    imported = package.third_party_imports(package.ENTRY_MODULE) - {"torch"}
+    assert "sagemaker_inference" in imported  # the job's evaluation loads models with kt.inference.model_fn
+    # matplotlib: imported where the reliability diagram is drawn (kt.calibration), not at module level
+    pinned = {canonicalize_name(distributions[root][0]) for root in imported} | {"matplotlib"}
+    assert pinned == set(package.TRAINING_REQUIREMENTS)
 
 
 @pytest.mark.slow
@@ -159,7 +169,11 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     assert os.path.exists(os.path.join(clean, "output", "success"))
     assert not os.path.exists(os.path.join(clean, "output", "failure"))
     assert sorted(os.listdir(os.path.join(clean, "code"))) == ["kt", "kt_train_entry.py", "requirements.txt"]
-    assert sorted(os.listdir(os.path.join(clean, "model"))) == ["MAR-INF", "code", "model.json", "model.pth"]  # kt.artifact.write_model_dir
+    # kt.artifact.write_model_dir, then kt.job_evaluation's report and diagram
+    assert sorted(os.listdir(os.path.join(clean, "model"))) == ["MAR-INF", "code", "evaluation.json", "model.json",
+                                                                "model.pth", "reliability.png"]
+    report = json.load(open(os.path.join(clean, "model", "evaluation.json")))
+    assert report["current"] is None and report["candidate"]["dkt"]["n"] > 0  # no current channel: none scored
     info = json.load(open(os.path.join(clean, "model", "model.json")))
     # The toolkit's --key value arguments reached the parser: every hyperparameter of the request took effect.
     assert info["hyperparameters"] == asdict(parse_hyperparameters(request["HyperParameters"]))
@@ -172,6 +186,7 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     assert found["valid_auc"] == [f"{h['valid']['auc']:.5f}" for h in history] + \
         [f"{info['metrics']['valid']['auc']:.5f}"]
     assert found["interactions_per_s"] == [f"{h['interactions_per_s']:.0f}" for h in history]
+    assert found["test_auc"] == [f"{report['candidate']['dkt']['auc']:.5f}"]
 
     # The same job, interrupted: SIGTERM to its process group after the first periodic checkpoint.
     spot = str(tmp_path / "spot")
@@ -200,9 +215,14 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     assert not os.path.exists(os.path.join(spot, "model", "model.pth"))
     assert not os.path.exists(os.path.join(spot, "output", "failure"))  # an interruption is no failure
 
-    # The restarted job: a new container, the checkpoints restored into its LocalPath.
+    # The restarted job: a new container, the checkpoints restored into its LocalPath; the clean job's model
+    # promoted meanwhile, so the request has a current channel and the job scores that model too.
+    clean_tarball = str(tmp_path / "clean-model.tar.gz")
+    artifact.pack(os.path.join(clean, "model"), clean_tarball)
+    request = aws_requests.training_job(Settings(), RUN, HYPERPARAMETERS,
+                                        current_model_url=f"s3://kt-lake/models/dkt/{RUN}/output/model.tar.gz")
     resumed = str(tmp_path / "resumed")
-    _container(resumed, request, sourcedir, processed)
+    _container(resumed, request, sourcedir, processed, current=clean_tarball)
     shutil.copytree(_checkpoint_dir(spot, request), _checkpoint_dir(resumed, request))
     code, log = _run(resumed, request)
     assert code == 0, log[-4000:]
@@ -215,6 +235,11 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     with open(os.path.join(clean, "model", "model.pth"), "rb") as f, \
             open(os.path.join(resumed, "model", "model.pth"), "rb") as g:
         assert f.read() == g.read()
+    # The same weights on the same split: the job's current model scores exactly as the new one, and as the
+    # clean job scored itself.
+    with_current = json.load(open(os.path.join(resumed, "model", "evaluation.json")))
+    assert with_current["current"] == with_current["candidate"] == report["candidate"]
+    assert with_current["current_model_version"] == request["TrainingJobName"]
 
 
 def test_a_rejected_hyperparameter_is_the_jobs_failure_reason(sample_lake, sourcedir, tmp_path):

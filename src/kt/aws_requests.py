@@ -29,7 +29,9 @@ METRIC_REGEXES = {
     "train_loss": r"train_loss=([0-9.]+);",
     "valid_auc": r"valid_auc=([0-9.]+);",
     "interactions_per_s": r"interactions_per_s=([0-9.]+);",
+    "test_auc": r"(?<!_)test_auc=([0-9.]+);",  # kt.job_evaluation's line, after training
 }
+CURRENT_CHANNEL = "current"  # the promoted model.tar.gz, scored by the job next to the candidate (kt.job_evaluation)
 
 
 def run_id(now: datetime) -> str:
@@ -49,12 +51,16 @@ def names(settings: Settings, run: str) -> dict[str, str]:
 
 
 def training_job(settings: Settings, run: str, hyperparameters: dict[str, object], spot: bool = True,
-                 processed: str | None = None) -> dict:
+                 processed: str | None = None, current_model_url: str | None = None) -> dict:
     """CreateTrainingJob: script mode on the PyTorch image, managed spot, checkpoints in the lake.
 
     The training channel is one version of the processed dataset: ``processed``
     when given (dkt_train passes the version it checked), else the one the
     pointer names now. A later ETL run cannot change what this job reads.
+    ``current_model_url``: the promoted model.tar.gz, as the ``current``
+    channel (an S3Prefix on the object's key: SageMaker copies every object
+    the prefix matches, here that one) that the job scores on the same test
+    split (kt.job_evaluation); none when nothing is promoted yet.
     """
     uris = lake.uris(settings)
     processed = processed or lake.dataset(settings, "processed")
@@ -73,22 +79,29 @@ def training_job(settings: Settings, run: str, hyperparameters: dict[str, object
             "sagemaker_submit_directory": uris["sourcedir"],
             "sagemaker_region": settings.region,
         },
-        "InputDataConfig": [{
-            "ChannelName": "training",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": processed.rstrip("/") + "/",
-                                            "S3DataDistributionType": "FullyReplicated"}},
-            "InputMode": "File",
-        }],
+        "InputDataConfig": [_channel("training", processed.rstrip("/") + "/")],
         "OutputDataConfig": {"S3OutputPath": uris["models"]},
         "ResourceConfig": {"InstanceType": settings.training_instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
         "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S},
         "CheckpointConfig": {"S3Uri": lake.join(uris["checkpoints"], name), "LocalPath": "/opt/ml/checkpoints"},
         "Tags": [{"Key": "project", "Value": "pythagoras-kt"}],
     }
+    if current_model_url:
+        request["InputDataConfig"].append(_channel(CURRENT_CHANNEL, current_model_url))
     if spot:
         request["EnableManagedSpotTraining"] = True
         request["StoppingCondition"]["MaxWaitTimeInSeconds"] = MAX_WAIT_S
     return request
+
+
+def _channel(name: str, s3_uri: str) -> dict:
+    """One File-mode input channel of a training job: every object under the S3Prefix, copied to every instance."""
+    return {
+        "ChannelName": name,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": s3_uri,
+                                        "S3DataDistributionType": "FullyReplicated"}},
+        "InputMode": "File",
+    }
 
 
 def model_environment(settings: Settings) -> dict[str, str]:

@@ -204,6 +204,9 @@ class TrainingPaths:
     output_dir: str = "/opt/ml/output"
     hyperparameters_file: str = "/opt/ml/input/config/hyperparameters.json"
     job_name: str = "local-training"
+    # The current model's channel (its model.tar.gz), for the job's evaluation; empty when the request has none
+    # (SageMaker sets no SM_CHANNEL_<name> for a channel the request does not name).
+    current_channel: str = ""
 
 
 def training_paths(environ: dict[str, str] | None = None, **overrides: str | None) -> TrainingPaths:
@@ -217,6 +220,7 @@ def training_paths(environ: dict[str, str] | None = None, **overrides: str | Non
         ("output_dir", "SM_OUTPUT_DIR"),
         ("hyperparameters_file", "KT_HYPERPARAMETERS_FILE"),
         ("job_name", "TRAINING_JOB_NAME"),
+        ("current_channel", "SM_CHANNEL_CURRENT"),
     ]:
         if environ.get(var):
             values[field] = environ[var]

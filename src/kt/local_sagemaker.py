@@ -8,14 +8,17 @@ operators hand them to these runners, which honour the container contracts:
 
 Training (``run_training_job``), in ``<work_dir>/training-jobs/<name>/opt_ml`` (the job's ``/opt/ml``):
 - each ``S3Prefix`` channel is staged to ``input/data/<channel>`` (copied from
-  an s3:// lake; a symlink to a local lake directory), ``input/config`` gets
+  an s3:// lake; a symlink to a local lake directory; a prefix that is one
+  object's key, as the ``current`` model channel, gives that one file under its
+  name), and ``SM_CHANNEL_<NAME>`` and ``SM_CHANNELS`` name only the request's
+  channels, as SageMaker's; ``input/config`` gets
   ``hyperparameters.json`` (all strings), ``inputdataconfig.json`` and
   ``resourceconfig.json``, and the ``SM_*`` variables point at them;
 - the code is script mode's: when ``sagemaker_submit_directory`` exists, the
   sourcedir tarball is extracted to ``code/`` and ``sagemaker_program`` runs
   there with ``--key value`` hyperparameters (the training toolkit's
-  arguments), importing the tarball's ``kt``; otherwise ``python -m kt.train``
-  from this installation;
+  arguments), importing the tarball's ``kt``; otherwise ``python -m kt.job_evaluation``
+  (what the entry point runs: kt.train, then the job's evaluation) from this installation;
 - ``CheckpointConfig.S3Uri`` is copied into the checkpoint LocalPath before
   the start and back after the end (SageMaker also syncs during the run), so a
   rerun of a stopped or interrupted job resumes there;
@@ -52,7 +55,7 @@ from typing import Callable
 import httpx
 import pyarrow.fs as pafs
 
-from kt import artifact, lake
+from kt import artifact, lake, package
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ CONTAINER_ROOT = "/opt/ml/"
 STOP_GRACE_S = 120  # SageMaker waits this long after SIGTERM before it kills the algorithm
 JSON_LINES = "application/jsonlines"
 TRANSFORM_TIMEOUT_S = 600.0  # per mini-batch request
+ENTRY_MODULE = f"kt.{package.ENTRY_MODULE}"  # what kt_train_entry.py runs, when there is no sourcedir
 
 _running: dict[str, "_Job"] = {}  # training jobs started by this process, by name
 _running_lock = threading.Lock()
@@ -141,7 +145,10 @@ def _stage_channel(channel: dict, opt_ml: str) -> str:
     local = os.path.join(opt_ml, "input", "data", channel["ChannelName"])
     os.makedirs(os.path.dirname(local), exist_ok=True)
     if lake.is_s3(uri):
-        lake.stage(uri, local)
+        lake.stage(uri, local)  # a prefix that is one object's key: that object, under its own name
+    elif os.path.isfile(uri):  # one object's key on a local lake, e.g. the current model's model.tar.gz
+        os.makedirs(local)
+        os.symlink(os.path.abspath(uri), os.path.join(local, os.path.basename(uri)))
     else:  # a local lake: the channel is a read-only view of it, like a copy but free
         if not os.path.isdir(uri):
             raise FileNotFoundError(f"channel {channel['ChannelName']}: {uri} does not exist")
@@ -159,7 +166,8 @@ def _hyperparameter_args(hyperparameters: dict[str, str]) -> list[str]:
 
 
 def _code(hyperparameters: dict[str, str], opt_ml: str) -> tuple[list[str], str | None]:
-    """The command and working directory: script mode from the sourcedir when it exists, else kt.train."""
+    """The command and working directory: script mode from the sourcedir when it exists, else the entry
+    point's module (kt.job_evaluation: training, then the job's evaluation) from this installation."""
     submit = hyperparameters.get("sagemaker_submit_directory")
     program = hyperparameters.get("sagemaker_program")
     if submit and program and lake.exists(submit):
@@ -171,8 +179,9 @@ def _code(hyperparameters: dict[str, str], opt_ml: str) -> tuple[list[str], str 
         log.info("script mode: %s from %s", program, submit)
         return [sys.executable, program], code_dir
     if submit:
-        log.info("no sourcedir at %s (`kt package` builds one): running kt.train from this installation", submit)
-    return [sys.executable, "-m", "kt.train"], None
+        log.info("no sourcedir at %s (`kt package` builds one): running %s from this installation", submit,
+                 ENTRY_MODULE)
+    return [sys.executable, "-m", ENTRY_MODULE], None
 
 
 def run_training_job(

@@ -7,7 +7,8 @@
   whose module-level imports, followed through kt, reach nothing Glue lacks
   (torch, the serving stack, plotting).
 - ``dist/sourcedir.tar.gz``: SageMaker script mode (``sagemaker_submit_directory``):
-  ``kt_train_entry.py`` (``sagemaker_program``) calling ``kt.train.main``, the
+  ``kt_train_entry.py`` (``sagemaker_program``) calling ``kt.job_evaluation.main``
+  (kt.train, then the job's evaluation of the candidate and the current model), the
   ``kt`` package, and a ``requirements.txt`` that the training toolkit
   pip-installs on top of the PyTorch image (which brings torch) before
   it runs the entry point. tests/test_toolkit_training.py runs the archive under
@@ -41,15 +42,18 @@ ENTRY_POINT = "kt_train_entry.py"  # aws_requests.training_job names it as sagem
 # Third-party roots that Glue does not provide: a module importing one (directly or through kt) stays out.
 NOT_ON_GLUE = ("torch", "sagemaker_inference", "starlette", "uvicorn", "httpx", "anyio", "matplotlib", "sklearn",
                "airflow", "moto")
-# What kt.train imports besides torch (the image's), pinned to the versions tested here. numpy too: some
-# PyTorch 2.6 training images pinned numpy<2, and pyarrow 26 (which does not declare numpy) fails to import with it.
-TRAINING_REQUIREMENTS = ("numpy", "pyarrow", "scikit-learn")
+# What the entry point (kt.job_evaluation: kt.train, kt.evaluate, kt.inference) imports besides torch (the
+# image's), pinned to the versions tested here; matplotlib for the reliability diagram (imported where it is
+# drawn). numpy too: some PyTorch 2.6 training images pinned numpy<2, and pyarrow 26 (which does not declare
+# numpy) fails to import with it.
+ENTRY_MODULE = "job_evaluation"
+TRAINING_REQUIREMENTS = ("matplotlib", "numpy", "pyarrow", "sagemaker-inference", "scikit-learn")
 FIXED_MTIME = 1577836800  # 2020-01-01T00:00:00Z: archive times that do not change the bytes
 ENTRY_SOURCE = '''"""SageMaker script-mode entry point (sagemaker_program): the training container runs it from /opt/ml/code."""
 
 import sys
 
-from kt.train import main
+from kt.job_evaluation import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,8 +27,11 @@ DEMO_HYPERPARAMETERS = {"epochs": 8, "batch_size": 32, "lr": 0.005, "patience": 
 
 
 def train_local(settings: Settings, run: str, hyperparameters: dict, work_dir: str) -> dict:
-    """The CreateTrainingJob request of this run, executed by the local runner; fails loudly."""
-    request = aws_requests.training_job(settings, run, hyperparameters)
+    """The CreateTrainingJob request of this run (the current model as its ``current`` channel), executed by
+    the local runner; fails loudly."""
+    current = current_model(settings)
+    request = aws_requests.training_job(settings, run, hyperparameters,
+                                        current_model_url=current["model_data_url"] if current else None)
     describe = local_sagemaker.run_training_job(request, work_dir)
     if describe["TrainingJobStatus"] != "Completed":
         raise RuntimeError(f"training job {request['TrainingJobName']} {describe['TrainingJobStatus']}: "
@@ -41,23 +44,27 @@ def evaluate_model(settings: Settings, model_data_url: str, processed: str | Non
     """Test-split metrics of a model.tar.gz (as served: its temperature) next to the baselines (and the
     oracle on sample data); draws the reliability diagram of every method (reliability_uri).
 
+    Here, on this machine (``kt evaluate``, the demo); dkt_train reads the
+    training job's own evaluation instead (kt.job_evaluation).
     ``processed``: the version to score on (default: the one the pointer names).
     ``manifest_sha256``: refuse a model whose model.json says it was trained on another manifest.
     """
-    from kt import evaluate, inference
-    from kt.data import SkillVocab
+    from kt import job_evaluation
 
     with tempfile.TemporaryDirectory(prefix="kt-eval-") as tmp:
         model_dir = artifact.unpack(model_data_url, tmp)
-        trained_on = artifact.read_info(model_dir).get("training_manifest_sha256")
-        if manifest_sha256 is not None and trained_on != manifest_sha256:
-            raise RuntimeError(f"{model_data_url} was trained on manifest sha256 {trained_on}, not the checked "
-                               f"dataset's {manifest_sha256}")
-        loaded = inference.model_fn(model_dir)
-    oracle = lake.join(settings.lake, "sample", "oracle.parquet")
-    processed = processed or lake.dataset(settings, "processed")
-    return evaluate.evaluate(loaded.model, SkillVocab(loaded.skill_ids), processed, oracle_uri=oracle,
-                             temperature=loaded.temperature, reliability_png=reliability_uri(model_data_url))
+        check_trained_on(artifact.read_info(model_dir), model_data_url, manifest_sha256)
+        oracle = lake.join(settings.lake, "sample", "oracle.parquet")
+        return job_evaluation.score(model_dir, processed or lake.dataset(settings, "processed"), oracle_uri=oracle,
+                                    reliability_png=reliability_uri(model_data_url))
+
+
+def check_trained_on(info: dict, model_data_url: str, manifest_sha256: str | None) -> None:
+    """Refuse a model whose model.json names another training manifest than the checked dataset's."""
+    trained_on = info.get("training_manifest_sha256")
+    if manifest_sha256 is not None and trained_on != manifest_sha256:
+        raise RuntimeError(f"{model_data_url} was trained on manifest sha256 {trained_on}, not the checked "
+                           f"dataset's {manifest_sha256}")
 
 
 def reliability_uri(model_data_url: str) -> str:
@@ -74,6 +81,7 @@ def promote(settings: Settings, job_name: str, model_data_url: str, report: dict
 
 
 def current_model(settings: Settings) -> dict | None:
+    """models/dkt/current.json (job_name, model_data_url, metrics), or None before the first promotion."""
     uri = lake.uris(settings)["current_model"]
     return json.loads(lake.read_text(uri)) if lake.exists(uri) else None
 

@@ -187,23 +187,35 @@ def check_dataset(settings: Settings) -> dict:
 
 
 def evaluate_candidate(settings: Settings, training: dict, dataset: dict | None = None) -> dict:
-    """Test-split reports of the new model and of the current one, on the same split.
+    """Test-split reports of the new model and of the current one, as the training job wrote them.
 
-    With ``dataset`` (check_dataset's, what the job was sent): both are scored
-    on that version, and the candidate's model.json must name its manifest.
+    The job scored both on the version it trained on (kt.job_evaluation); this
+    reads its report from the candidate's model.tar.gz (small: no dataset is
+    loaded here) and publishes its reliability diagram next to the tarball.
+    Refused when the candidate's model.json names another manifest than
+    ``dataset``'s (check_dataset's), or when the model the job compared with is
+    not the one promoted now.
     """
-    from kt import pipeline
+    from kt import aws_requests, job_evaluation, pipeline
 
     describe = training["Training"]
     candidate_url = describe["ModelArtifacts"]["S3ModelArtifacts"]
+    info, report = job_evaluation.read_report(candidate_url, pipeline.reliability_uri(candidate_url))
+    pipeline.check_trained_on(info, candidate_url, dataset["manifest_sha256"] if dataset else None)
     current = pipeline.current_model(settings)
-    processed = dataset["uri"] if dataset else None
+    compared = next((c["DataSource"]["S3DataSource"]["S3Uri"] for c in describe["InputDataConfig"]
+                     if c["ChannelName"] == aws_requests.CURRENT_CHANNEL), None)
+    promoted = current["model_data_url"] if current else None
+    if compared != promoted:
+        raise RuntimeError(f"{describe['TrainingJobName']} compared its model with {compared}, but the promoted "
+                           f"model is {promoted}: rerun the training")
+    if (compared is None) != (report["current"] is None):
+        raise RuntimeError(f"{candidate_url}: the job's report does not match its current channel ({compared})")
     return {
         "job_name": describe["TrainingJobName"],
         "model_data_url": candidate_url,
-        "candidate": pipeline.evaluate_model(settings, candidate_url, processed=processed,
-                                             manifest_sha256=dataset["manifest_sha256"] if dataset else None),
-        "current": pipeline.evaluate_model(settings, current["model_data_url"], processed=processed) if current else None,
+        "candidate": report["candidate"],
+        "current": report["current"],
         "current_job_name": current["job_name"] if current else None,
     }
 

@@ -28,6 +28,29 @@ def promote_model(lake_root: str, model_dir: str, job_name: str = "tiny-model") 
     return url
 
 
+def job_output(model_dir: str, processed: str, url: str, work: str) -> str:
+    """What a training job writes at url: its model, scored by kt.job_evaluation on processed's test split."""
+    from kt import artifact, job_evaluation
+    from kt.config import TrainingPaths
+
+    scored = os.path.join(work, "job-model")
+    shutil.copytree(model_dir, scored)
+    job_evaluation.evaluate_job(TrainingPaths(train_channel=processed, model_dir=scored))
+    artifact.pack(scored, url)
+    return url
+
+
+def refuse_dataset_reads(monkeypatch) -> None:
+    """Reading a split in this process (the Airflow worker) fails: only the training job may load the dataset."""
+    from kt import data, evaluate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the worker read the dataset: read_sequences{args}")
+
+    monkeypatch.setattr(data, "read_sequences", refuse)
+    monkeypatch.setattr(evaluate, "read_sequences", refuse)
+
+
 def load_dag(dag_id: str, retries: int | None = None):
     """Parse dags/ with the current environment (KT_RUNTIME decides the operators) and return one DAG."""
     from airflow.dag_processing.dagbag import DagBag

@@ -17,9 +17,9 @@ import zipfile
 import boto3
 import pendulum
 import pytest
-from dagtest import dag_runs, run_dag
+from dagtest import dag_runs, job_output, refuse_dataset_reads, run_dag
 
-from kt import artifact, dynamo, lake, local_sagemaker, pipeline, refresh
+from kt import artifact, dynamo, job_evaluation, lake, local_sagemaker, pipeline, refresh
 from kt.config import load_settings
 
 pytestmark = pytest.mark.slow
@@ -85,8 +85,12 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
                                     "--keep-versions": "3", "--skill-mappings": f"{raw}/skill_mappings.json"}
 
 
-def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_dir):
-    artifact.pack(tiny_model_dir, f"{LAKE}/models/dkt/{JOB}/output/model.tar.gz")  # what the job would write
+def test_training_deploys_and_promotes_through_sagemaker(aws_lake, sample_lake, tiny_model_dir, tmp_path,
+                                                         monkeypatch):
+    """The gate reads the job's report from model.tar.gz: the worker, which cannot read the dataset here, succeeds."""
+    url = f"{LAKE}/models/dkt/{JOB}/output/model.tar.gz"
+    job_output(tiny_model_dir, f"{sample_lake}/processed/ednet", url, str(tmp_path))  # what the job would write
+    refuse_dataset_reads(monkeypatch)
     run, states, _ = run_dag("dkt_train", conf={"hyperparameters": {"epochs": 1}}, run_after=RUN_AFTER)
     assert run.state == "success", states
     sagemaker = boto3.client("sagemaker")
@@ -96,12 +100,15 @@ def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_di
     assert training["CheckpointConfig"]["S3Uri"] == f"{LAKE}/models/dkt/checkpoints/{JOB}"
     assert training["HyperParameters"]["epochs"] == "1"
     assert training["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == f"{LAKE}/processed/ednet/"
+    assert len(training["InputDataConfig"]) == 1  # no promoted model yet: no current channel
+    assert lake.exists(pipeline.reliability_uri(url))  # the job's diagram, published by the evaluate task
     model = sagemaker.describe_model(ModelName=JOB)
     assert model["PrimaryContainer"]["ModelDataUrl"] == training["ModelArtifacts"]["S3ModelArtifacts"]
     config = sagemaker.describe_endpoint_config(EndpointConfigName=JOB)
     assert config["ProductionVariants"][0]["ServerlessConfig"]["MaxConcurrency"] > 0
     assert sagemaker.describe_endpoint(EndpointName="pythagoras-dkt-endpoint")["EndpointConfigName"] == JOB
     assert pipeline.current_model(aws_lake)["job_name"] == JOB
+    assert pipeline.current_model(aws_lake)["metrics"] == job_evaluation.read_report(url)[1]["candidate"]
 
 
 def test_the_refresh_runs_the_batch_transform_and_loads_its_outputs(aws_lake, sample_lake, tiny_model_dir, tmp_path):

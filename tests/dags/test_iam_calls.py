@@ -20,7 +20,7 @@ import zipfile
 import boto3
 import pendulum
 import pytest
-from dagtest import run_dag
+from dagtest import job_output, run_dag
 from iam_check import (
     ACCOUNT,
     Requests,
@@ -32,7 +32,7 @@ from iam_check import (
 )
 from iam_recorder import recording
 
-from kt import artifact, dynamo, lake, local_sagemaker, refresh
+from kt import dynamo, lake, local_sagemaker, refresh
 from kt.config import load_settings
 
 pytestmark = pytest.mark.slow
@@ -115,7 +115,9 @@ def _flows(settings, sample_lake, tiny_model_dir, tmp_path, server):
         assert run.state == "success", states
     calls += recorder.calls
 
-    artifact.pack(tiny_model_dir, f"{root}/models/dkt/{JOB}/output/model.tar.gz")  # what the job would write
+    # what the job would write: the model and its own evaluation
+    job_output(tiny_model_dir, f"{sample_lake}/processed/ednet", f"{root}/models/dkt/{JOB}/output/model.tar.gz",
+               str(tmp_path))
     logs = boto3.client("logs")  # and its log stream, which the training operator tails
     logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
     stream = f"{JOB}/algo-1-1764640800"
