@@ -81,6 +81,8 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
     assert job["Role"].endswith("role/kt-glue")
     (job_run,) = glue.get_job_runs(JobName="ednet-preprocessor")["JobRuns"]
     assert job_run["JobRunState"] == "SUCCEEDED"
+    # Deferrable and durable, the provider tags the run with the task to find it again on a retry.
+    assert job_run["Arguments"].pop("--airflow_task_uuid").startswith("ednet_etl:run_glue_job:")
     assert job_run["Arguments"] == {"--raw": raw, "--processed": f"{LAKE}/processed/ednet", "--format": "riiid",
                                     "--keep-versions": "3", "--skill-mappings": f"{raw}/skill_mappings.json"}
 
