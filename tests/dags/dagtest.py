@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
 from datetime import timedelta
 
+DESCRIBES_RUNNING = 3  # conftest's running_jobs: its SageMaker jobs say InProgress to their first describes
 PARSE_TIMES: dict[str, float] = {}  # DAG file -> seconds, filled by test_dag_integrity, printed at the end
 DAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "dags")
+
 
 def copy_lake(source: str, target: str, *parts: str) -> None:
     """Copy some top-level parts (raw, processed, events, sample, models) of a lake."""
@@ -39,8 +42,10 @@ def load_dag(dag_id: str, retries: int | None = None):
         task.retry_delay = timedelta(0)
         if retries is not None:  # a test of a failure that retrying cannot fix need not wait for the retries
             task.retries = retries
-        if hasattr(task, "check_interval"):
+        if hasattr(task, "check_interval"):  # SageMaker's operators and triggers
             task.check_interval = 1
+        if hasattr(task, "waiter_delay"):  # Glue's trigger
+            task.waiter_delay = 1
     return dag
 
 
@@ -119,3 +124,62 @@ def write_events(lake_root: str, histories: list[tuple[list[int], list[int]]], d
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return len(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """One execution of a task in a run_dag_deferring run: how it started and the state it ended in."""
+
+    try_number: int
+    resumed_with: dict | None  # the trigger's event an execution resumed with (None: a fresh start)
+    state: str  # the TI's state when the execution returned (deferred: its process is gone)
+    trigger: str | None  # the trigger class a deferred execution left in the trigger table
+    default_pool: dict | None  # the default pool's stats while it was deferred
+
+
+def run_dag_deferring(dag_id: str, **kwargs) -> tuple:
+    """run_dag, with deferred tasks left to a real triggerer process (conftest's ``triggerer`` fixture).
+
+    dag.test() runs each trigger inline, in the test process, when a task
+    defers; here a task that defers returns deferred, its process of work ends,
+    and dag.test()'s loop waits (polling the metadata DB each second) until the
+    triggerer has fired the trigger and set the task scheduled, then runs its
+    ``execute_complete``. Returns (dag run, states, {task_id: [Execution, ...]}).
+    """
+    from unittest import mock
+
+    import airflow.sdk.definitions.dag as dag_module
+    from airflow.models.pool import Pool
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from airflow.sdk.serde import deserialize
+    from airflow.utils.session import create_session
+
+    run_inline = dag_module._run_task
+    executions: dict[str, list[Execution]] = {}
+
+    def run_task(*, ti, task, run_triggerer: bool = False):
+        resumed_with = deserialize(ti.next_kwargs)["event"] if ti.next_method and ti.next_kwargs else None
+        result = run_inline(ti=ti, task=task, run_triggerer=False)
+        with create_session() as session:
+            row = session.get(TaskInstance, ti.id)
+            state = getattr(row.state, "value", row.state)
+            trigger = session.get(Trigger, row.trigger_id).classpath if state == "deferred" else None
+            pool = Pool.slots_stats(session=session)[row.pool] if state == "deferred" else None
+        executions.setdefault(ti.task_id, []).append(Execution(
+            ti.try_number, resumed_with, state, trigger, dict(pool) if pool else None))
+        return result
+
+    with mock.patch.object(dag_module, "_run_task", run_task):
+        run, states, _ = run_dag(dag_id, **kwargs)
+    return run, states, executions
+
+
+def assert_deferred_then_succeeded(executions: dict, task_id: str, trigger: str) -> None:
+    """The task deferred to ``trigger`` holding no pool slot, and resumed from its event, in one try, to success."""
+    deferred, resumed = executions[task_id]
+    assert deferred.state == "deferred" and deferred.trigger.rsplit(".", 1)[1] == trigger, deferred
+    assert deferred.default_pool["running"] == 0 and deferred.default_pool["deferred"] >= 1, deferred.default_pool
+    assert deferred.resumed_with is None
+    assert resumed.resumed_with["status"] == "success" and resumed.state == "success", resumed
+    assert deferred.try_number == resumed.try_number == 1

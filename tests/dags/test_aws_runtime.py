@@ -5,7 +5,9 @@ jobs would have written (processed data, model.tar.gz, transform outputs) is
 put in the S3 lake beforehand; everything else is real: the settings come from
 the SSM parameter, the request dictionaries go through the operators and
 botocore's parameter validation to moto, and the results are read back with
-describe calls.
+describe calls. The Glue, training, transform and endpoint waits are deferred
+to a real `airflow triggerer` process (conftest's ``triggerer``) while the
+jobs still run (``running_jobs``), and resume from the trigger's event.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import zipfile
 import boto3
 import pendulum
 import pytest
-from dagtest import dag_runs, run_dag
+from dagtest import DESCRIBES_RUNNING, assert_deferred_then_succeeded, dag_runs, run_dag, run_dag_deferring
 
 from kt import artifact, dynamo, lake, local_sagemaker, pipeline, refresh
 from kt.config import load_settings
@@ -62,7 +64,7 @@ def _promote(settings, tiny_model_dir) -> str:
     return url
 
 
-def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
+def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path, triggerer, running_jobs):
     archive = str(tmp_path / "riiid.zip")
     with zipfile.ZipFile(archive, "w") as z:
         for name in ("train.csv", "questions.csv", "skill_mappings.json"):
@@ -73,8 +75,9 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
     assert raw.startswith(f"{LAKE}/raw/ednet/{lake.VERSION_PREFIX}")
     assert lake.exists(f"{raw}/train.csv") and lake.exists(f"{raw}/_ingest.json")
 
-    run, states, _ = run_dag("ednet_etl")
+    run, states, executions = run_dag_deferring("ednet_etl")
     assert run.state == "success", states
+    assert_deferred_then_succeeded(executions, "run_glue_job", "GlueJobCompleteTrigger")
     glue = boto3.client("glue")
     job = glue.get_job(JobName="ednet-preprocessor")["Job"]
     assert job["Command"]["ScriptLocation"] == GLUE_SCRIPT
@@ -87,10 +90,14 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path):
                                     "--keep-versions": "3", "--skill-mappings": f"{raw}/skill_mappings.json"}
 
 
-def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_dir):
+def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_dir, triggerer, running_jobs):
     artifact.pack(tiny_model_dir, f"{LAKE}/models/dkt/{JOB}/output/model.tar.gz")  # what the job would write
-    run, states, _ = run_dag("dkt_train", conf={"hyperparameters": {"epochs": 1}}, run_after=RUN_AFTER)
+    run, states, executions = run_dag_deferring("dkt_train", conf={"hyperparameters": {"epochs": 1}},
+                                                run_after=RUN_AFTER)
     assert run.state == "success", states
+    assert_deferred_then_succeeded(executions, "train_model", "SageMakerTrigger")
+    assert_deferred_then_succeeded(executions, "deploy_endpoint", "SageMakerTrigger")
+    assert running_jobs[JOB] > DESCRIBES_RUNNING  # the trigger polled the job until it completed
     sagemaker = boto3.client("sagemaker")
     training = sagemaker.describe_training_job(TrainingJobName=JOB)
     assert training["EnableManagedSpotTraining"] is True
@@ -106,7 +113,8 @@ def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_di
     assert pipeline.current_model(aws_lake)["job_name"] == JOB
 
 
-def test_the_refresh_runs_the_batch_transform_and_loads_its_outputs(aws_lake, sample_lake, tiny_model_dir, tmp_path):
+def test_the_refresh_runs_the_batch_transform_and_loads_its_outputs(aws_lake, sample_lake, tiny_model_dir, tmp_path,
+                                                                    triggerer, running_jobs):
     _promote(aws_lake, tiny_model_dir)
     client = boto3.client("dynamodb")
     refresh.sync_history(client, aws_lake.history_table, sample_lake)  # the tutor wrote kt-history
@@ -125,9 +133,10 @@ def test_the_refresh_runs_the_batch_transform_and_loads_its_outputs(aws_lake, sa
     }
     local_sagemaker.run_transform_job({"Model": model_request, "Transform": transform}, str(tmp_path))
 
-    run, states, _ = run_dag("kt_mastery_refresh", run_after=RUN_AFTER)
+    run, states, executions = run_dag_deferring("kt_mastery_refresh", run_after=RUN_AFTER)
     assert run.state == "success", states
     assert set(states.values()) == {"success"}
+    assert_deferred_then_succeeded(executions, "batch_transform", "SageMakerTrigger")
     sagemaker = boto3.client("sagemaker")
     job = sagemaker.describe_transform_job(TransformJobName="pythagoras-dkt-refresh-2026-11-25-0200")
     assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"{LAKE}/inference/batch/2026-11-25/input/"
