@@ -160,3 +160,23 @@ def test_drift_publishes_to_cloudwatch_and_triggers_training(aws_lake, tiny_mode
     assert metrics and metrics[0]["Dimensions"] == [{"Name": "EndpointName", "Value": "pythagoras-dkt-endpoint"}]
     assert json.loads(lake.read_text(f"{LAKE}/monitoring/drift/2026-11-25.json"))["retrain"]
     assert any(run_id == f"drift__{run.run_id}" for run_id, _ in dag_runs("dkt_train"))
+
+
+def test_a_failed_task_tells_the_alarm_topic(aws_lake):
+    """on_failure publishes to the SNS topic Terraform names in the SSM parameter; an SQS queue subscribed reads it."""
+    sns, sqs, ssm = boto3.client("sns"), boto3.client("sqs"), boto3.client("ssm")
+    topic = sns.create_topic(Name="kt-alarms")["TopicArn"]
+    queue = sqs.create_queue(QueueName="kt-alarms")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    config = json.loads(ssm.get_parameter(Name="/pythagoras-kt/config")["Parameter"]["Value"])
+    ssm.put_parameter(Name="/pythagoras-kt/config", Type="String", Overwrite=True,
+                      Value=json.dumps({**config, "alarm_topic_arn": topic}))
+    run, states, _ = run_dag("kt_mastery_refresh", run_after=RUN_AFTER, retries=0)  # no promoted model yet
+    assert run.state == "failed" and states["build_inputs"] == "failed", states
+    (message,) = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    envelope = json.loads(message["Body"])
+    assert envelope["TopicArn"] == topic
+    assert envelope["Subject"] == "kt task failed: kt_mastery_refresh.build_inputs try 1"
+    body = json.loads(envelope["Message"])
+    assert body["task"] == "kt_mastery_refresh.build_inputs try 1" and "no promoted model" in body["error"]
