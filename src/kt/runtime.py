@@ -40,9 +40,9 @@ OPERATORS = {
     "glue": ("airflow.providers.amazon.aws.operators.glue.GlueJobOperator", "kt_local_operators.LocalGlueJobOperator"),
     "training": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerTrainingOperator",
                  "kt_local_operators.LocalSageMakerTrainingOperator"),
-    "model": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerModelOperator",
-              "kt_local_operators.LocalSageMakerModelOperator"),
-    "endpoint_config": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerEndpointConfigOperator",
+    # The provider's, made safe to retry after the resource was created (plugins/kt_aws_operators.py).
+    "model": ("kt_aws_operators.SageMakerModelOnceOperator", "kt_local_operators.LocalSageMakerModelOperator"),
+    "endpoint_config": ("kt_aws_operators.SageMakerEndpointConfigOnceOperator",
                         "kt_local_operators.LocalSageMakerEndpointConfigOperator"),
     "endpoint": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerEndpointOperator",
                  "kt_local_operators.LocalSageMakerEndpointOperator"),

@@ -19,9 +19,12 @@ import zipfile
 import boto3
 import pendulum
 import pytest
-from dagtest import DESCRIBES_RUNNING, assert_deferred_then_succeeded, dag_runs, run_dag, run_dag_deferring
+from botocore.exceptions import ClientError
+from dagtest import (DESCRIBES_RUNNING, assert_deferred_then_succeeded, dag_runs, run_dag, run_dag_deferring,
+                     try_numbers)
+from kt_testing import train_tiny_model
 
-from kt import artifact, dynamo, lake, local_sagemaker, pipeline, refresh
+from kt import artifact, dynamo, lake, local_sagemaker, pipeline, refresh, runtime
 from kt.config import load_settings
 
 pytestmark = pytest.mark.slow
@@ -33,6 +36,7 @@ ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
      "Action": "sts:AssumeRole"}]})
 RUN_AFTER = pendulum.datetime(2026, 11, 25, 2, tz="UTC")
 JOB = "pythagoras-dkt-2026-11-25-0200"  # kt.aws_requests.names of RUN_AFTER
+OLD_JOB = "pythagoras-dkt-2026-11-01-0200"  # a model promoted before
 
 
 @pytest.fixture
@@ -180,3 +184,86 @@ def test_a_failed_task_tells_the_alarm_topic(aws_lake):
     assert envelope["Subject"] == "kt task failed: kt_mastery_refresh.build_inputs try 1"
     body = json.loads(envelope["Message"])
     assert body["task"] == "kt_mastery_refresh.build_inputs try 1" and "no promoted model" in body["error"]
+
+
+@pytest.fixture
+def create_model_then_fail(aws_env, monkeypatch):
+    """SageMaker as moto does not model it: CreateModel and CreateEndpointConfig refuse a name that exists
+    (moto replaces it), and the first DescribeModel of a new model fails, as a try of create_model would
+    that dies after CreateModel succeeded. The model names whose DescribeModel failed."""
+    from moto.sagemaker.exceptions import ValidationError
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    def refusing(create, kind: str, key: str, store: str):
+        def patched(self, **kwargs):
+            if kwargs[key] in getattr(self, store):
+                raise ValidationError(message=f'Cannot create already existing {kind} "{kwargs[key]}".')
+            return create(self, **kwargs)
+        return patched
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_model",
+                        refusing(SageMakerModelBackend.create_model, "model", "model_name", "_models"))
+    monkeypatch.setattr(SageMakerModelBackend, "create_endpoint_config",
+                        refusing(SageMakerModelBackend.create_endpoint_config, "endpoint configuration",
+                                 "endpoint_config_name", "endpoint_configs"))
+    failed: list[str] = []
+    describe = SageMakerModelBackend.describe_model
+
+    def describe_failing_once(self, model_name: str):
+        model = describe(self, model_name)
+        if model_name not in failed:
+            failed.append(model_name)
+            raise ValidationError(message="the connection was reset (injected by the test)")
+        return model
+
+    monkeypatch.setattr(SageMakerModelBackend, "describe_model", describe_failing_once)
+    return failed
+
+
+def test_a_retry_after_the_model_was_created_goes_through(aws_lake, tiny_model_dir, create_model_then_fail):
+    artifact.pack(tiny_model_dir, f"{LAKE}/models/dkt/{JOB}/output/model.tar.gz")
+    run, states, _ = run_dag("dkt_train", conf={"hyperparameters": {"epochs": 1}}, run_after=RUN_AFTER)
+    assert run.state == "success", states
+    assert create_model_then_fail == [JOB]  # the first try created the model, then failed
+    assert try_numbers(run)["create_model"] == 2 and try_numbers(run)["create_endpoint_config"] == 1
+    sagemaker = boto3.client("sagemaker")
+    model = sagemaker.describe_model(ModelName=JOB)
+    with pytest.raises(ClientError, match="Cannot create already existing model"):  # as on SageMaker
+        sagemaker.create_model(ModelName=JOB, PrimaryContainer=model["PrimaryContainer"],
+                               ExecutionRoleArn=model["ExecutionRoleArn"])
+    assert sagemaker.describe_endpoint(EndpointName="pythagoras-dkt-endpoint")["EndpointConfigName"] == JOB
+    assert pipeline.current_model(aws_lake)["job_name"] == JOB
+
+
+def test_a_better_model_replaces_the_current_one_and_the_endpoint_moves_to_it(aws_lake, sample_lake, tiny_model_dir,
+                                                                             tmp_path, triggerer):
+    """The gate promotes over an existing model; the endpoint is pointed at the new config, the old one is kept.
+
+    SageMaker (UpdateEndpoint) keeps serving the old config until the new one is
+    InService and one must not delete a config an endpoint uses meanwhile; moto
+    has no UpdateEndpoint and lets CreateEndpoint replace the endpoint at once
+    (the provider's create->update fallback cannot run there). What is checked:
+    the deploy waits (deferred) for InService, and nothing of the old model is deleted.
+    """
+    old_run = "2026-11-01-0200"
+    old_dir = train_tiny_model(lake.current(f"{sample_lake}/processed/ednet"), str(tmp_path / "old"), "old", lr=1e-7)
+    old_url = f"{LAKE}/models/dkt/{OLD_JOB}/output/model.tar.gz"
+    artifact.pack(old_dir, old_url)  # barely trained: any trained model beats it
+    sagemaker = boto3.client("sagemaker")
+    old = runtime.deployment_requests(aws_lake, old_run, old_url)
+    sagemaker.create_model(**old["model"])
+    sagemaker.create_endpoint_config(**old["endpoint_config"])
+    sagemaker.create_endpoint(**old["endpoint"])
+    pipeline.promote(aws_lake, OLD_JOB, old_url, {"dkt": {"auc": 0.5}})
+    artifact.pack(tiny_model_dir, f"{LAKE}/models/dkt/{JOB}/output/model.tar.gz")
+
+    run, states, executions = run_dag_deferring("dkt_train", conf={"hyperparameters": {"epochs": 1}},
+                                                run_after=RUN_AFTER)
+    assert run.state == "success" and set(states.values()) == {"success"}, states  # the gate let it through
+    assert_deferred_then_succeeded(executions, "deploy_endpoint", "SageMakerTrigger")  # until InService
+    endpoint = sagemaker.describe_endpoint(EndpointName="pythagoras-dkt-endpoint")
+    assert endpoint["EndpointConfigName"] == JOB and endpoint["EndpointStatus"] == "InService"
+    assert sagemaker.describe_endpoint_config(EndpointConfigName=OLD_JOB)["ProductionVariants"][0]["ModelName"] == OLD_JOB
+    assert sagemaker.describe_model(ModelName=OLD_JOB)["PrimaryContainer"]["ModelDataUrl"] == old_url
+    current = pipeline.current_model(aws_lake)
+    assert current["job_name"] == JOB and current["model_data_url"].endswith(f"{JOB}/output/model.tar.gz")
