@@ -35,39 +35,41 @@ def _existing(describe: Callable[[str], dict], name: str) -> dict | None:
         raise
 
 
-def _serialize(describe: dict) -> dict:
-    return json.loads(json.dumps(describe, default=repr))  # datetimes as the provider's operators return them
+def _carried_out(operator: Any, kind: str, name: str, describe: Callable[[str], dict],
+                 differences: Callable[[dict], str]) -> dict | None:
+    """The describe of ``name`` when it exists with this request; None when there is none; else an error."""
+    existing = _existing(describe, name)
+    if existing is None:
+        return None
+    different = differences(existing)
+    if different:
+        raise AirflowException(f"SageMaker {kind} {name} exists with {different}: not replacing it")
+    operator.log.info("SageMaker %s %s exists with this request (an earlier try created it)", kind, name)
+    return json.loads(json.dumps(existing, default=repr))  # datetimes as the provider's operators return them
 
 
 class SageMakerModelOnceOperator(SageMakerModelOperator):
     """SageMakerModelOperator; a model of this name with the same container is this task's model (a retry)."""
 
     def execute(self, context: Any) -> dict:
-        name = self.config["ModelName"]
-        existing = _existing(self.hook.describe_model, name)
-        if existing is None:
-            return super().execute(context)
+        model = _carried_out(self, "model", self.config["ModelName"], self.hook.describe_model, self._differences)
+        return {"Model": model} if model is not None else super().execute(context)
+
+    def _differences(self, existing: dict) -> str:
         wanted, found = self.config["PrimaryContainer"], existing.get("PrimaryContainer", {})
-        for key in ("Image", "ModelDataUrl"):
-            if found.get(key) != wanted.get(key):
-                raise AirflowException(f"SageMaker model {name} exists with {key} {found.get(key)!r}, not this "
-                                       f"request's {wanted.get(key)!r}: not replacing it")
-        self.log.info("SageMaker model %s exists with this request (an earlier try created it)", name)
-        return {"Model": _serialize(existing)}
+        return ", ".join(f"{key} {found.get(key)!r}, not this request's {wanted.get(key)!r}"
+                         for key in ("Image", "ModelDataUrl") if found.get(key) != wanted.get(key))
 
 
 class SageMakerEndpointConfigOnceOperator(SageMakerEndpointConfigOperator):
     """SageMakerEndpointConfigOperator; a config of this name serving the same models is this task's (a retry)."""
 
     def execute(self, context: Any) -> dict:
-        name = self.config["EndpointConfigName"]
-        existing = _existing(self.hook.describe_endpoint_config, name)
-        if existing is None:
-            return super().execute(context)
+        config = _carried_out(self, "endpoint config", self.config["EndpointConfigName"],
+                              self.hook.describe_endpoint_config, self._differences)
+        return {"EndpointConfig": config} if config is not None else super().execute(context)
+
+    def _differences(self, existing: dict) -> str:
         wanted = [v["ModelName"] for v in self.config["ProductionVariants"]]
         found = [v["ModelName"] for v in existing["ProductionVariants"]]
-        if found != wanted:
-            raise AirflowException(f"SageMaker endpoint config {name} exists serving {found}, not this request's "
-                                   f"{wanted}: not replacing it")
-        self.log.info("SageMaker endpoint config %s exists with this request (an earlier try created it)", name)
-        return {"EndpointConfig": _serialize(existing)}
+        return "" if found == wanted else f"models {found}, not this request's {wanted}"

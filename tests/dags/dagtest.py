@@ -135,6 +135,12 @@ class Execution:
     state: str  # the TI's state when the execution returned (deferred: its process is gone)
     trigger: str | None  # the trigger class a deferred execution left in the trigger table
     default_pool: dict | None  # the default pool's stats while it was deferred
+    trigger_log: str | None  # where a triggerer writes that trigger's log, but for its job id: {}
+
+    def triggerer_log(self, triggerer_id: int) -> str:
+        """What the triggerer of that Job id logged while it ran this execution's trigger ("" if it did not)."""
+        path = self.trigger_log.format(triggerer_id)
+        return open(path).read() if os.path.exists(path) else ""
 
 
 def run_dag_deferring(dag_id: str, **kwargs) -> tuple:
@@ -166,8 +172,10 @@ def run_dag_deferring(dag_id: str, **kwargs) -> tuple:
             state = getattr(row.state, "value", row.state)
             trigger = session.get(Trigger, row.trigger_id).classpath if state == "deferred" else None
             pool = Pool.slots_stats(session=session)[row.pool] if state == "deferred" else None
+        log = (f"{os.environ['AIRFLOW_HOME']}/logs/dag_id={ti.dag_id}/run_id={ti.run_id}/task_id={ti.task_id}/"
+               f"attempt={ti.try_number}.log.trigger.{{}}.log")  # Airflow's default log_filename_template
         executions.setdefault(ti.task_id, []).append(Execution(
-            ti.try_number, resumed_with, state, trigger, dict(pool) if pool else None))
+            ti.try_number, resumed_with, state, trigger, dict(pool) if pool else None, log if trigger else None))
         return result
 
     with mock.patch.object(dag_module, "_run_task", run_task):
@@ -175,10 +183,12 @@ def run_dag_deferring(dag_id: str, **kwargs) -> tuple:
     return run, states, executions
 
 
-def assert_deferred_then_succeeded(executions: dict, task_id: str, trigger: str) -> None:
-    """The task deferred to ``trigger`` holding no pool slot, and resumed from its event, in one try, to success."""
+def assert_deferred_then_succeeded(executions: dict, task_id: str, trigger: str, triggerer: int) -> None:
+    """The task deferred to ``trigger`` holding no pool slot, the triggerer of that Job id ran the trigger until
+    it fired, and the task resumed from its event, in the same try, to success."""
     deferred, resumed = executions[task_id]
     assert deferred.state == "deferred" and deferred.trigger.rsplit(".", 1)[1] == trigger, deferred
+    assert "Trigger fired event" in deferred.triggerer_log(triggerer), deferred.trigger_log
     assert deferred.default_pool["running"] == 0 and deferred.default_pool["deferred"] >= 1, deferred.default_pool
     assert deferred.resumed_with is None
     assert resumed.resumed_with["status"] == "success" and resumed.state == "success", resumed

@@ -81,7 +81,7 @@ def test_ingest_and_the_glue_job(aws_lake, sample_lake, tmp_path, triggerer, run
 
     run, states, executions = run_dag_deferring("ednet_etl")
     assert run.state == "success", states
-    assert_deferred_then_succeeded(executions, "run_glue_job", "GlueJobCompleteTrigger")
+    assert_deferred_then_succeeded(executions, "run_glue_job", "GlueJobCompleteTrigger", triggerer)
     glue = boto3.client("glue")
     job = glue.get_job(JobName="ednet-preprocessor")["Job"]
     assert job["Command"]["ScriptLocation"] == GLUE_SCRIPT
@@ -99,8 +99,8 @@ def test_training_deploys_and_promotes_through_sagemaker(aws_lake, tiny_model_di
     run, states, executions = run_dag_deferring("dkt_train", conf={"hyperparameters": {"epochs": 1}},
                                                 run_after=RUN_AFTER)
     assert run.state == "success", states
-    assert_deferred_then_succeeded(executions, "train_model", "SageMakerTrigger")
-    assert_deferred_then_succeeded(executions, "deploy_endpoint", "SageMakerTrigger")
+    assert_deferred_then_succeeded(executions, "train_model", "SageMakerTrigger", triggerer)
+    assert_deferred_then_succeeded(executions, "deploy_endpoint", "SageMakerTrigger", triggerer)
     assert running_jobs[JOB] > DESCRIBES_RUNNING  # the trigger polled the job until it completed
     sagemaker = boto3.client("sagemaker")
     training = sagemaker.describe_training_job(TrainingJobName=JOB)
@@ -140,7 +140,7 @@ def test_the_refresh_runs_the_batch_transform_and_loads_its_outputs(aws_lake, sa
     run, states, executions = run_dag_deferring("kt_mastery_refresh", run_after=RUN_AFTER)
     assert run.state == "success", states
     assert set(states.values()) == {"success"}
-    assert_deferred_then_succeeded(executions, "batch_transform", "SageMakerTrigger")
+    assert_deferred_then_succeeded(executions, "batch_transform", "SageMakerTrigger", triggerer)
     sagemaker = boto3.client("sagemaker")
     job = sagemaker.describe_transform_job(TransformJobName="pythagoras-dkt-refresh-2026-11-25-0200")
     assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == f"{LAKE}/inference/batch/2026-11-25/input/"
@@ -260,7 +260,7 @@ def test_a_better_model_replaces_the_current_one_and_the_endpoint_moves_to_it(aw
     run, states, executions = run_dag_deferring("dkt_train", conf={"hyperparameters": {"epochs": 1}},
                                                 run_after=RUN_AFTER)
     assert run.state == "success" and set(states.values()) == {"success"}, states  # the gate let it through
-    assert_deferred_then_succeeded(executions, "deploy_endpoint", "SageMakerTrigger")  # until InService
+    assert_deferred_then_succeeded(executions, "deploy_endpoint", "SageMakerTrigger", triggerer)  # until InService
     endpoint = sagemaker.describe_endpoint(EndpointName="pythagoras-dkt-endpoint")
     assert endpoint["EndpointConfigName"] == JOB and endpoint["EndpointStatus"] == "InService"
     assert sagemaker.describe_endpoint_config(EndpointConfigName=OLD_JOB)["ProductionVariants"][0]["ModelName"] == OLD_JOB
