@@ -140,6 +140,8 @@ def glue_job(settings: Settings) -> dict:
 
     uris = lake.uris(settings)
     raw = lake.current(uris["raw"])
+    if not lake.list_files(raw):  # else the job would start on nothing (and moto's "succeed")
+        raise FileNotFoundError(f"no raw dataset at {raw}: ingest one first (ednet_ingest)")
     script_args = {"--raw": raw, "--processed": uris["processed"], "--format": etl.detect_format(raw),
                    "--keep-versions": str(settings.keep_versions)}
     mappings = lake.join(raw, "skill_mappings.json")
@@ -303,7 +305,6 @@ def on_failure(context: dict) -> None:
     log.error("task failed: %s: %s", where, context.get("exception"))
     try:
         from kt import aws
-
 
         settings = load_settings()
         if settings.alarm_topic_arn:
