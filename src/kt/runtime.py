@@ -140,8 +140,6 @@ def glue_job(settings: Settings) -> dict:
 
     uris = lake.uris(settings)
     raw = lake.current(uris["raw"])
-    if not lake.list_files(raw):  # else the job would start on nothing (and moto's "succeed")
-        raise FileNotFoundError(f"no raw dataset at {raw}: ingest one first (ednet_ingest)")
     script_args = {"--raw": raw, "--processed": uris["processed"], "--format": etl.detect_format(raw),
                    "--keep-versions": str(settings.keep_versions)}
     mappings = lake.join(raw, "skill_mappings.json")
