@@ -12,6 +12,12 @@ arguments) and executes the same request on this machine:
   contract, batch transform with the model's own handlers), and record models,
   endpoint configs and endpoints in its work directory.
 
+``deferrable`` is accepted as the Amazon operators accept it (``kt.runtime``
+passes it to the waiting kinds), and it changes nothing here: on aws the job
+runs elsewhere and only the wait is deferred to the triggerer; locally the job
+itself runs in the task's process (local Spark, the local runner), so there is
+no remote job for a trigger to poll and the task never defers.
+
 They return what the Amazon operators return (``{"Training": describe}``,
 ``{"Model": ..., "Transform": ...}``, the Glue JobRunId), so downstream tasks
 read the same XComs. ``kt.runtime.operator`` picks them; DAG files never
@@ -59,8 +65,9 @@ class LocalGlueJobOperator(BaseOperator):
                  iam_role_arn: str | None = None, create_job_kwargs: dict | None = None,
                  run_job_kwargs: dict | None = None, wait_for_completion: bool = True, verbose: bool = False,
                  replace_script_file: bool = False, update_config: bool = False, job_poll_interval: float = 6,
-                 **kwargs: Any) -> None:
+                 deferrable: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable  # no effect locally (module docstring)
         self.job_name = job_name
         self.script_location = script_location
         self.script_args = script_args or {}
@@ -104,9 +111,10 @@ class _LocalSageMakerOperator(BaseOperator):
     template_fields_renderers = {"config": "json"}
     ui_color = UI_COLOR
 
-    def __init__(self, *, config: dict, **kwargs: Any) -> None:
+    def __init__(self, *, config: dict, deferrable: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
+        self.deferrable = deferrable  # no effect locally (module docstring)
 
 
 class LocalSageMakerTrainingOperator(_LocalSageMakerOperator):
@@ -114,8 +122,9 @@ class LocalSageMakerTrainingOperator(_LocalSageMakerOperator):
 
     def __init__(self, *, config: dict, wait_for_completion: bool = True, print_log: bool = True,
                  check_interval: int = 30, max_attempts: int | None = None, max_ingestion_time: int | None = None,
-                 check_if_job_exists: bool = True, action_if_job_exists: str = "timestamp", **kwargs: Any) -> None:
-        super().__init__(config=config, **kwargs)
+                 check_if_job_exists: bool = True, action_if_job_exists: str = "timestamp",
+                 deferrable: bool = False, **kwargs: Any) -> None:
+        super().__init__(config=config, deferrable=deferrable, **kwargs)
         if action_if_job_exists not in ("timestamp", "fail"):
             raise AirflowException(f"action_if_job_exists must be timestamp or fail, got {action_if_job_exists!r}")
         self.wait_for_completion = wait_for_completion
@@ -173,8 +182,9 @@ class LocalSageMakerEndpointOperator(_LocalSageMakerOperator):
     """
 
     def __init__(self, *, config: dict, wait_for_completion: bool = True, check_interval: int = 30,
-                 max_ingestion_time: int | None = None, operation: str = "create", **kwargs: Any) -> None:
-        super().__init__(config=config, **kwargs)
+                 max_ingestion_time: int | None = None, operation: str = "create", deferrable: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(config=config, deferrable=deferrable, **kwargs)
         if operation not in ("create", "update"):
             raise AirflowException(f"operation must be create or update, got {operation!r}")
         self.operation = operation
@@ -211,8 +221,9 @@ class LocalSageMakerTransformOperator(_LocalSageMakerOperator):
     def __init__(self, *, config: dict, wait_for_completion: bool = True, check_interval: int = 30,
                  max_attempts: int | None = None, max_ingestion_time: int | None = None,
                  check_if_job_exists: bool = True, action_if_job_exists: str = "timestamp",
-                 check_if_model_exists: bool = True, action_if_model_exists: str = "timestamp", **kwargs: Any) -> None:
-        super().__init__(config=config, **kwargs)
+                 check_if_model_exists: bool = True, action_if_model_exists: str = "timestamp",
+                 deferrable: bool = False, **kwargs: Any) -> None:
+        super().__init__(config=config, deferrable=deferrable, **kwargs)
         for name, value in (("action_if_job_exists", action_if_job_exists),
                             ("action_if_model_exists", action_if_model_exists)):
             if value not in ("timestamp", "fail"):

@@ -3,6 +3,8 @@
 Two sources, because the pipeline reaches AWS two ways:
 - botocore (boto3 clients of kt and of the Amazon provider's hooks): every operation goes through
   ``BaseClient._make_api_call``; the recorder wraps it and keeps (service, operation, parameters).
+  The provider's triggers (deferred waits) call through aiobotocore, whose client overrides that
+  method with a coroutine: it is wrapped the same way.
 - pyarrow's S3 filesystem (kt.lake): the AWS SDK for C++, which botocore never sees. Its requests reach
   the in-process moto server; the recorder wraps the server's WSGI application and names the S3
   operation of each request from its method, path and query (the REST API's own routing).
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import aiobotocore.client
 import botocore.client
 
 # IAM service prefix of a botocore service name, where they differ.
@@ -128,15 +131,24 @@ def recording(moto_server: Any = None) -> Iterator[Recorder]:
         recorder.add(Call(IAM_PREFIX.get(service, service), operation_name, dict(api_params), "botocore"))
         return original(client, operation_name, api_params)
 
+    aio_original = aiobotocore.client.AioBaseClient._make_api_call
+
+    async def aio_make_api_call(client: Any, operation_name: str, api_params: dict) -> Any:
+        service = client.meta.service_model.service_name
+        recorder.add(Call(IAM_PREFIX.get(service, service), operation_name, dict(api_params), "botocore"))
+        return await aio_original(client, operation_name, api_params)
+
     server = getattr(moto_server, "_server", None)
     app = server.app if server is not None else None
     botocore.client.BaseClient._make_api_call = make_api_call
+    aiobotocore.client.AioBaseClient._make_api_call = aio_make_api_call
     if server is not None:
         server.app = _wsgi_recorder(app, recorder)
     try:
         yield recorder
     finally:
         botocore.client.BaseClient._make_api_call = original
+        aiobotocore.client.AioBaseClient._make_api_call = aio_original
         if server is not None:
             server.app = app
 

@@ -8,7 +8,9 @@ Amazon provider's operator on ``KT_RUNTIME=aws``, the operator of the same
 name in ``plugins/kt_local_operators.py`` on ``local``. Both take the same
 arguments (``config=`` and ``wait_for_completion`` for SageMaker, the Glue
 arguments for Glue), so a DAG file is the same on both runtimes and never
-branches on ``KT_RUNTIME`` itself.
+branches on ``KT_RUNTIME`` itself. On aws the waits of the kinds in
+``DEFERRABLE`` are deferred (``deferrable=True``): the provider's trigger polls
+the job in the triggerer and the worker slot is freed until it ends.
 
 DAG files call ``operator`` while they are parsed, so it looks at
 ``KT_RUNTIME`` alone and reads nothing else; the other settings (and on aws
@@ -38,15 +40,17 @@ OPERATORS = {
     "glue": ("airflow.providers.amazon.aws.operators.glue.GlueJobOperator", "kt_local_operators.LocalGlueJobOperator"),
     "training": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerTrainingOperator",
                  "kt_local_operators.LocalSageMakerTrainingOperator"),
-    "model": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerModelOperator",
-              "kt_local_operators.LocalSageMakerModelOperator"),
-    "endpoint_config": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerEndpointConfigOperator",
+    # The provider's, made safe to retry after the resource was created (plugins/kt_aws_operators.py).
+    "model": ("kt_aws_operators.SageMakerModelOnceOperator", "kt_local_operators.LocalSageMakerModelOperator"),
+    "endpoint_config": ("kt_aws_operators.SageMakerEndpointConfigOnceOperator",
                         "kt_local_operators.LocalSageMakerEndpointConfigOperator"),
     "endpoint": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerEndpointOperator",
                  "kt_local_operators.LocalSageMakerEndpointOperator"),
     "transform": ("airflow.providers.amazon.aws.operators.sagemaker.SageMakerTransformOperator",
                   "kt_local_operators.LocalSageMakerTransformOperator"),
 }
+# Kinds whose operator waits for a job (training up to 10 h): on aws they defer to the triggerer.
+DEFERRABLE = frozenset({"glue", "training", "transform", "endpoint"})
 # load_settings reads SSM on aws unless given the parameter's content; at parse time it must not
 # (no network while parsing), and the aws runtime's lake, which only SSM knows, is not needed yet.
 # On aws, set KT_LAKE in Airflow's environment as well so asset URIs name the real bucket
@@ -86,8 +90,15 @@ def operator_class(kind: str, runtime: str | None = None) -> type:
 
 
 def operator(kind: str, task_id: str, **kwargs: Any) -> Any:
-    """An Airflow operator for one AWS job: the Amazon provider's on aws, ours from plugins/ on local."""
-    return operator_class(kind)(task_id=task_id, **kwargs)
+    """An Airflow operator for one AWS job: the Amazon provider's on aws, ours from plugins/ on local.
+
+    On aws a waiting kind is deferrable, so a DAG file says nothing about it:
+    the job is submitted by a worker, waited for by the triggerer.
+    """
+    runtime = runtime_name()
+    if kind in DEFERRABLE:
+        kwargs.setdefault("deferrable", runtime == "aws")
+    return operator_class(kind, runtime)(task_id=task_id, **kwargs)
 
 
 def task_settings() -> Settings:
@@ -304,7 +315,6 @@ def on_failure(context: dict) -> None:
     log.error("task failed: %s: %s", where, context.get("exception"))
     try:
         from kt import aws
-
 
         settings = load_settings()
         if settings.alarm_topic_arn:

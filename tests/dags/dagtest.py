@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
 from datetime import timedelta
 
+DESCRIBES_RUNNING = 3  # conftest's running_jobs: its SageMaker jobs say InProgress to their first describes
 PARSE_TIMES: dict[str, float] = {}  # DAG file -> seconds, filled by test_dag_integrity, printed at the end
 DAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "dags")
+
 
 def copy_lake(source: str, target: str, *parts: str) -> None:
     """Copy some top-level parts (raw, processed, events, sample, models) of a lake."""
@@ -28,14 +31,20 @@ def promote_model(lake_root: str, model_dir: str, job_name: str = "tiny-model") 
     return url
 
 
-def job_output(model_dir: str, processed: str, url: str, work: str) -> str:
-    """What a training job writes at url: its model, scored by kt.job_evaluation on processed's test split."""
-    from kt import artifact, job_evaluation
+def job_output(model_dir: str, processed: str, url: str, work: str, current_url: str | None = None) -> str:
+    """What a training job writes at url: its model, scored by kt.job_evaluation on processed's test split
+    (and the promoted model at current_url, the job's ``current`` channel, when there is one)."""
+    from kt import artifact, job_evaluation, lake
     from kt.config import TrainingPaths
 
     scored = os.path.join(work, "job-model")
     shutil.copytree(model_dir, scored)
-    job_evaluation.evaluate_job(TrainingPaths(train_channel=processed, model_dir=scored))
+    channel = ""
+    if current_url:
+        channel = os.path.join(work, "current")
+        os.makedirs(channel, exist_ok=True)
+        shutil.copy(lake.stage(current_url, os.path.join(work, "staged")), os.path.join(channel, "model.tar.gz"))
+    job_evaluation.evaluate_job(TrainingPaths(train_channel=processed, model_dir=scored, current_channel=channel))
     artifact.pack(scored, url)
     return url
 
@@ -62,8 +71,10 @@ def load_dag(dag_id: str, retries: int | None = None):
         task.retry_delay = timedelta(0)
         if retries is not None:  # a test of a failure that retrying cannot fix need not wait for the retries
             task.retries = retries
-        if hasattr(task, "check_interval"):
+        if hasattr(task, "check_interval"):  # SageMaker's operators and triggers
             task.check_interval = 1
+        if hasattr(task, "waiter_delay"):  # Glue's trigger
+            task.waiter_delay = 1
     return dag
 
 
@@ -142,3 +153,72 @@ def write_events(lake_root: str, histories: list[tuple[list[int], list[int]]], d
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return len(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """One execution of a task in a run_dag_deferring run: how it started and the state it ended in."""
+
+    try_number: int
+    resumed_with: dict | None  # the trigger's event an execution resumed with (None: a fresh start)
+    state: str  # the TI's state when the execution returned (deferred: its process is gone)
+    trigger: str | None  # the trigger class a deferred execution left in the trigger table
+    default_pool: dict | None  # the default pool's stats while it was deferred
+    trigger_log: str | None  # where a triggerer writes that trigger's log, but for its job id: {}
+
+    def triggerer_log(self, triggerer_id: int) -> str:
+        """What the triggerer of that Job id logged while it ran this execution's trigger ("" if it did not)."""
+        path = self.trigger_log.format(triggerer_id)
+        return open(path).read() if os.path.exists(path) else ""
+
+
+def run_dag_deferring(dag_id: str, **kwargs) -> tuple:
+    """run_dag, with deferred tasks left to a real triggerer process (conftest's ``triggerer`` fixture).
+
+    dag.test() runs each trigger inline, in the test process, when a task
+    defers; here a task that defers returns deferred, its process of work ends,
+    and dag.test()'s loop waits (polling the metadata DB each second) until the
+    triggerer has fired the trigger and set the task scheduled, then runs its
+    ``execute_complete``. Returns (dag run, states, {task_id: [Execution, ...]}).
+    """
+    from unittest import mock
+
+    import airflow.sdk.definitions.dag as dag_module
+    from airflow.models.pool import Pool
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import Trigger
+    from airflow.sdk.serde import deserialize
+    from airflow.utils.session import create_session
+
+    run_inline = dag_module._run_task
+    executions: dict[str, list[Execution]] = {}
+
+    def run_task(*, ti, task, run_triggerer: bool = False):
+        resumed_with = deserialize(ti.next_kwargs)["event"] if ti.next_method and ti.next_kwargs else None
+        result = run_inline(ti=ti, task=task, run_triggerer=False)
+        with create_session() as session:
+            row = session.get(TaskInstance, ti.id)
+            state = getattr(row.state, "value", row.state)
+            trigger = session.get(Trigger, row.trigger_id).classpath if state == "deferred" else None
+            pool = Pool.slots_stats(session=session)[row.pool] if state == "deferred" else None
+        log = (f"{os.environ['AIRFLOW_HOME']}/logs/dag_id={ti.dag_id}/run_id={ti.run_id}/task_id={ti.task_id}/"
+               f"attempt={ti.try_number}.log.trigger.{{}}.log")  # Airflow's default log_filename_template
+        executions.setdefault(ti.task_id, []).append(Execution(
+            ti.try_number, resumed_with, state, trigger, dict(pool) if pool else None, log if trigger else None))
+        return result
+
+    with mock.patch.object(dag_module, "_run_task", run_task):
+        run, states, _ = run_dag(dag_id, **kwargs)
+    return run, states, executions
+
+
+def assert_deferred_then_succeeded(executions: dict, task_id: str, trigger: str, triggerer: int) -> None:
+    """The task deferred to ``trigger`` holding no pool slot, the triggerer of that Job id ran the trigger until
+    it fired, and the task resumed from its event, in the same try, to success."""
+    deferred, resumed = executions[task_id]
+    assert deferred.state == "deferred" and deferred.trigger.rsplit(".", 1)[1] == trigger, deferred
+    assert "Trigger fired event" in deferred.triggerer_log(triggerer), deferred.trigger_log
+    assert deferred.default_pool["running"] == 0 and deferred.default_pool["deferred"] >= 1, deferred.default_pool
+    assert deferred.resumed_with is None
+    assert resumed.resumed_with["status"] == "success" and resumed.state == "success", resumed
+    assert deferred.try_number == resumed.try_number == 1
