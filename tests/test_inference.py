@@ -391,19 +391,21 @@ def test_forward_passes_stay_within_the_token_budget():
     assert [len(c) for c in chunks][-1] == 1  # the 10,000-answer history alone
 
 
-@pytest.fixture(scope="module")
-def attention_model_dir(sample_lake, tmp_path_factory) -> str:
-    """The tiny model's training with model=attn."""
+@pytest.fixture(scope="module", params=["attn", "ensemble"])
+def attention_model_dir(request, sample_lake, tmp_path_factory) -> str:
+    """The tiny model's training with model=attn, and =ensemble."""
     from kt_testing import train_tiny_model
 
-    return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp("attn-model")),
-                            "attn-model", model="attn")
+    return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp(f"{request.param}-model")),
+                            f"{request.param}-model", model=request.param)
 
 
 def test_the_attention_model_is_served_stateless_and_says_it_keeps_no_state(attention_model_dir, model):
-    assert artifact.read_info(attention_model_dir)["model"] == "attn"
+    name = artifact.read_info(attention_model_dir)["model"]
     attn = inference.model_fn(attention_model_dir)
-    assert isinstance(attn.model, inference.AttentionKT) and not attn.model.recurrent
+    assert name in ("attn", "ensemble") and type(attn.model).__name__ == {"attn": "AttentionKT",
+                                                                          "ensemble": "EnsembleKT"}[name]
+    assert not attn.model.recurrent
     window = attn.model.config.max_seq_len
     history = _history(attn, window + 9)
     stateless = _invoke(attn, json.dumps({"user_sequence": history}))

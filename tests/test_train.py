@@ -37,9 +37,10 @@ def test_the_model_hyperparameter_names_a_known_architecture():
     assert parse_hyperparameters({"model": " attn "}).model == "attn"
     assert set(parse_hyperparameters({"model": "attn", "hidden": "64"}).model_config(5)) == {
         "num_skills", "hidden", "layers", "max_seq_len", "dropout", "heads"}
-    with pytest.raises(ValueError, match="hyperparameter model: expected one of dkt, attn, got 'sakt'"):
+    assert parse_hyperparameters({"model": "ensemble", "count_features": "1"}).model_config(5)["count_features"]
+    with pytest.raises(ValueError, match="hyperparameter model: expected one of dkt, attn, ensemble, got 'sakt'"):
         parse_hyperparameters({"model": "sakt"})
-    with pytest.raises(ValueError, match="only the dkt model reads counts"):
+    with pytest.raises(ValueError, match="the attn model reads no counts"):
         parse_hyperparameters({"model": "attn", "count_features": "1"})
 
 

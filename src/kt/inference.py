@@ -21,7 +21,7 @@ Which answers the model sees:
   For histories longer than ``max_seq_len`` that differs from the stateless
   answer, which sees only the last window. A state made by another model
   version is refused (409): send the whole history again without it.
-  A model without a recurrent state (model.json "model": "attn") answers such a
+  A model without a recurrent state (model.json "model": "attn" or "ensemble") answers such a
   request from the answers it carries, as a stateless one (the last
   ``max_seq_len``), ignores any ``state`` sent and returns ``"state": null``:
   the client sends the whole history next time.
@@ -308,7 +308,7 @@ def run_model(
     ``count_features`` the counts (S, 2) (``UserState.model_state``); the counts returned are None without.
     ``window``: feed only the last max_seq_len answers (stateless); else all (stateful).
     A row with no answers keeps its state; with no answers and no state it gets the prior.
-    A model without a recurrent state (``AttentionKT``) takes no ``states``; h and c come back zero.
+    A model without a recurrent state (``AttentionKT``, ``EnsembleKT``) takes no ``states``; h and c come back zero.
     """
     net = model.model
     net.eval()

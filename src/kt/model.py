@@ -283,13 +283,64 @@ class AttentionKT(nn.Module):
         return torch.sigmoid(self.head(last)), None
 
 
-MODELS = ("dkt", "attn")  # the values of the hyperparameter ``model``
+@dataclass
+class EnsembleConfig:
+    num_skills: int
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    max_seq_len: int = 200
+    dropout: float = 0.2
+    count_features: bool = False  # the DKT member's (see the module docstring)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def build_model(name: str, config: dict) -> DKT | AttentionKT:
+class EnsembleKT(nn.Module):
+    """A DKT and an AttentionKT of one size, trained side by side on the same batches (the sum of their
+    losses: each learns as it would alone), predicting the mean of their logits. Averaging two models that
+    err differently is the field's most reliable small gain; it serves as one model, without a state."""
+
+    recurrent = False  # the attention member has none: serving recomputes from the last max_seq_len answers
+
+    def __init__(self, config: EnsembleConfig):
+        super().__init__()
+        self.config = config
+        shared = {"num_skills": config.num_skills, "hidden": config.hidden, "layers": config.layers,
+                  "max_seq_len": config.max_seq_len, "dropout": config.dropout}
+        self.dkt = DKT(DKTConfig(**shared, count_features=config.count_features))
+        self.attn = AttentionKT(AttentionConfig(**shared, heads=config.heads))
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As ``DKT.forward``: the members' mean logit as probabilities (B, T, S); the sum of their losses."""
+        p_dkt, loss_dkt = self.dkt(tokens, targets, mask)
+        p_attn, loss_attn = self.attn(tokens, targets, mask)
+        probs = torch.sigmoid((torch.logit(p_dkt, eps=1e-7) + torch.logit(p_attn, eps=1e-7)) / 2)
+        return probs, None if targets is None else loss_dkt + loss_attn
+
+    def step_state(
+        self, tokens: torch.Tensor, state: None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, None]:
+        """As ``AttentionKT.step_state``: probabilities (B, S) after each row's last real token, no state."""
+        if state is not None:
+            raise ValueError("EnsembleKT has no recurrent state to continue from")
+        p_dkt, _ = self.dkt.step_state(tokens, None, lengths)
+        p_attn, _ = self.attn.step_state(tokens, None, lengths)
+        return torch.sigmoid((torch.logit(p_dkt, eps=1e-7) + torch.logit(p_attn, eps=1e-7)) / 2), None
+
+
+MODELS = ("dkt", "attn", "ensemble")  # the values of the hyperparameter ``model``
+
+
+def build_model(name: str, config: dict) -> DKT | AttentionKT | EnsembleKT:
     """The model named ``name`` (model.json's "model", default "dkt") from its config dict."""
     if name == "dkt":
         return DKT(DKTConfig(**config))
     if name == "attn":
         return AttentionKT(AttentionConfig(**config))
+    if name == "ensemble":
+        return EnsembleKT(EnsembleConfig(**config))
     raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")

@@ -58,7 +58,8 @@ INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM
 @dataclass
 class Hyperparameters:
     # model
-    model: str = "dkt"  # one of kt.model.MODELS: dkt (LSTM) or attn (self-attention, kt.model.AttentionKT)
+    # one of kt.model.MODELS: dkt (LSTM), attn (self-attention, kt.model.AttentionKT) or ensemble (both, averaged)
+    model: str = "dkt"
     hidden: int = 128
     layers: int = 2
     max_seq_len: int = 200
@@ -66,8 +67,8 @@ class Hyperparameters:
     # histories are then learned and validated with a warm LSTM state, as they are served
     window_context: int = 0
     dropout: float = 0.2
-    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model; dkt only)
-    heads: int = 4  # attention heads (attn only)
+    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model; not attn)
+    heads: int = 4  # attention heads (attn, ensemble)
     # optimisation
     epochs: int = 20
     batch_size: int = 64  # windows per batch
@@ -87,6 +88,8 @@ class Hyperparameters:
                   "max_seq_len": self.max_seq_len, "dropout": self.dropout}
         if self.model == "attn":
             return {**config, "heads": self.heads}
+        if self.model == "ensemble":
+            return {**config, "heads": self.heads, "count_features": bool(self.count_features)}
         return {**config, "count_features": bool(self.count_features)}
 
 
@@ -119,7 +122,7 @@ def parse_hyperparameters(values: dict[str, object], base: Hyperparameters | Non
     if hp.model not in MODELS:
         raise ValueError(f"hyperparameter model: expected one of {', '.join(MODELS)}, got {hp.model!r}")
     if hp.model == "attn" and hp.count_features:
-        raise ValueError("hyperparameter count_features: only the dkt model reads counts")
+        raise ValueError("hyperparameter count_features: the attn model reads no counts")
     return hp
 
 
