@@ -21,7 +21,9 @@ from kt.train import Hyperparameters, train
 from kt_testing import SHARED_DATA
 
 STATICS = os.path.join(SHARED_DATA, "statics2011_dkvmn", "riiid")
-MEASURED_AUC = 0.7691  # test AUC as served, 2026-12-02 (bench/quality.md; the same run as this test)
+# this test's own figures, 2026-12-02: AUC 0.7684, ECE 0.0234 (bootstrap 95% [0.013, 0.038]), 18,638 answers;
+# 158 s wall for the test (ETL, 20 epochs, evaluation) with the 2 cores at load average 6-8
+MEASURED_AUC = 0.7684
 AUC_FLOOR = MEASURED_AUC - 0.01
 ECE_CEILING = 0.03
 
