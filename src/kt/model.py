@@ -66,6 +66,19 @@ def count_features(counts: torch.Tensor) -> torch.Tensor:
     return torch.log1p(torch.stack([answered, right, answered - right], dim=-1))
 
 
+def next_step_loss(
+    logits: torch.Tensor, targets: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor | None:
+    """BCE of the logit (B, T, S) picked for each next answer's skill against its correctness, masked positions
+    only (targets (B, T, 2): skill index, correct); None without targets. Every model's loss."""
+    if targets is None:
+        return None
+    picked = logits.gather(-1, targets[..., 0:1]).squeeze(-1)  # (B, T)
+    if mask is None:
+        mask = torch.ones_like(picked, dtype=torch.bool)
+    return F.binary_cross_entropy_with_logits(picked[mask], targets[..., 1][mask].float())
+
+
 class DKT(nn.Module):
     recurrent = True  # step_state returns a state to continue from (stateful serving, §6.4)
 
@@ -136,14 +149,7 @@ class DKT(nn.Module):
         running = self.running_counts(tokens) if self.config.count_features else None  # from 0 at the window's start
         h, _ = self.lstm(self._inputs(tokens, running), state)  # (B, T, H)
         logits = self._logits(h, running)  # (B, T, S)
-        probs = torch.sigmoid(logits)
-        loss = None
-        if targets is not None:
-            picked = logits.gather(-1, targets[..., 0:1]).squeeze(-1)  # (B, T)
-            if mask is None:
-                mask = torch.ones_like(picked, dtype=torch.bool)
-            loss = F.binary_cross_entropy_with_logits(picked[mask], targets[..., 1][mask].float())
-        return probs, loss
+        return torch.sigmoid(logits), next_step_loss(logits, targets, mask)
 
     def step_state(
         self,
@@ -257,13 +263,7 @@ class AttentionKT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As ``DKT.forward``: probabilities (B, T, S) on every skill after each step and the masked next-step loss."""
         logits = self.head(self.dropout(self.hidden_states(tokens)))  # (B, T, S)
-        loss = None
-        if targets is not None:
-            picked = logits.gather(-1, targets[..., 0:1]).squeeze(-1)  # (B, T)
-            if mask is None:
-                mask = torch.ones_like(picked, dtype=torch.bool)
-            loss = F.binary_cross_entropy_with_logits(picked[mask], targets[..., 1][mask].float())
-        return torch.sigmoid(logits), loss
+        return torch.sigmoid(logits), next_step_loss(logits, targets, mask)
 
     def step_state(
         self, tokens: torch.Tensor, state: None = None, lengths: torch.Tensor | None = None
