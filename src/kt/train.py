@@ -262,11 +262,11 @@ class Trainer:
         self.model.to("cpu")
         self.device = torch.device("cpu")
         # The best epoch's valid predictions made as serving makes them (warm context): the temperature is
-        # fitted on these, so it calibrates what the endpoint and the batch transform return.
+        # fitted on these, so it calibrates what the endpoint and the batch transform return. "valid" stays
+        # the figure early stopping chose by (the epochs' metric lines), on the training windows.
         served = served_windows(self.valid_sequences, self.vocab, self.hp.max_seq_len)
-        valid_y, valid_p = predict_windows(self.model, served)
-        return {"valid": metrics(valid_y, valid_p), "valid_predictions": (valid_y, valid_p), "epochs": self.epoch,
-                "history": self.history}
+        return {"valid": self.valid_metrics(), "valid_predictions": predict_windows(self.model, served),
+                "epochs": self.epoch, "history": self.history}
 
     def train_epoch(self) -> dict:
         """The rest of the current epoch (all of it, unless resumed mid-epoch), validation, checkpoint."""
