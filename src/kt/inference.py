@@ -1,4 +1,4 @@
-"""SageMaker inference handlers for DKT and the attention model (docs/contracts.md §6): model_fn, input_fn, predict_fn, output_fn.
+"""SageMaker inference handlers for every model of kt.model (docs/contracts.md §6): model_fn, input_fn, predict_fn, output_fn.
 
 Bundled into ``model.tar.gz`` as ``code/kt/inference.py`` and used as is by the
 endpoint (``kt endpoint serve``), the batch transform (JSON Lines, one user per
@@ -51,7 +51,7 @@ from sagemaker_inference.errors import GenericInferenceToolkitError
 from kt import bounds
 from kt.calibration import apply_temperature
 from kt.mastery import response
-from kt.model import DKT, AttentionKT, build_model, encode
+from kt.model import DKT, AttentionKT, EnsembleKT, build_model, encode
 from kt.topics import OTHER_TOPIC
 
 MAX_ANSWERS = 10_000  # longest accepted user_sequence (per request; a stateful history may grow beyond it)
@@ -73,7 +73,7 @@ class RequestError(GenericInferenceToolkitError):
 
 @dataclass
 class LoadedModel:
-    model: DKT | AttentionKT
+    model: DKT | AttentionKT | EnsembleKT
     skill_ids: list[int]  # index order
     index: dict[int, int]
     skill_topics: dict[int, str]
