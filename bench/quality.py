@@ -157,7 +157,7 @@ def train_candidates(name: str, model: str, processed: str, work: str, base: Hyp
     model_json = os.path.join(best["model_dir"], "model.json")
     with open(model_json) as f:
         info = json.load(f)
-    info["selection"] = {"selected_on": "valid AUC (served)", "split_rule": split_rule,
+    info["selection"] = {"selected_on": "valid AUC of the best epoch (what early stopping reads)", "split_rule": split_rule,
                          "cpu_budget_s": budget, "spent_s": round(spent, 1),
                          "not_tried": [c for c in candidates[len(tried):]],
                          "candidates": [{k: c[k] for k in ("overrides", "valid_auc", "epochs", "seconds")}
