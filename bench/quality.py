@@ -1,4 +1,4 @@
-"""Model quality on real data: our pipeline (ETL -> train -> evaluate) per dataset and model, next to pyKT's on the same users.
+"""Model quality on real data: our pipeline (ETL -> train -> evaluate) per dataset and model, beside pyKT's, same users.
 
     .venv/bin/python bench/quality.py                                   # every dataset, both models, contract split
     .venv/bin/python bench/quality.py --datasets statics2011_dkvmn --models dkt
@@ -144,7 +144,8 @@ def train_candidates(name: str, model: str, processed: str, work: str, base: Hyp
         hp = parse_hyperparameters({**overrides, "model": model}, base)
         paths = TrainingPaths(train_channel=processed, model_dir=os.path.join(work, f"{model}-{i}"),
                               checkpoint_dir=os.path.join(work, f"checkpoints-{model}-{i}"),
-                              output_dir=os.path.join(work, f"output-{model}-{i}"), job_name=f"quality-{name}-{model}-{i}")
+                              output_dir=os.path.join(work, f"output-{model}-{i}"),
+                              job_name=f"quality-{name}-{model}-{i}")
         t0 = time.monotonic()
         info = train(hp, paths)
         spent += time.monotonic() - t0
@@ -157,7 +158,8 @@ def train_candidates(name: str, model: str, processed: str, work: str, base: Hyp
     model_json = os.path.join(best["model_dir"], "model.json")
     with open(model_json) as f:
         info = json.load(f)
-    info["selection"] = {"selected_on": "valid AUC of the best epoch (what early stopping reads)", "split_rule": split_rule,
+    info["selection"] = {"selected_on": "valid AUC of the best epoch (what early stopping reads)",
+                         "split_rule": split_rule,
                          "cpu_budget_s": budget, "spent_s": round(spent, 1),
                          "not_tried": [c for c in candidates[len(tried):]],
                          "candidates": [{k: c[k] for k in ("overrides", "valid_auc", "epochs", "seconds")}
@@ -234,7 +236,8 @@ def format_table(results: list[dict]) -> str:
             base, bayes = m["baselines"]["base_rate"], m["baselines"]["bayes"]
             lines.append(
                 f"| {r['dataset']} | {r['test_users']:,} | {m['model']} | {auc:.4f} | "
-                f"{'—' if peer is None else f'{peer:.4f}'} | {target} | {m['served']['auc']:.4f} | {_ece(m['served'])} | "
+                f"{'—' if peer is None else f'{peer:.4f}'} | {target} | {m['served']['auc']:.4f} | "
+                f"{_ece(m['served'])} | "
                 f"{m['ece_uncalibrated']:.4f} | {m['temperature']:.3f} | {base['auc']:.4f} / {bayes['auc']:.4f} | "
                 f"{r['seconds']:.0f} s, {r['load_average'][0]:.1f} |")
     return "\n".join(lines)

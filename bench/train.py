@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         lengths = np.array([len(w.skills) - 1 for w in ours.train_windows])
         print(f"data: {args.data} | {len(ours.train_windows):,} train windows of <= {hp.max_seq_len} answers "
               f"(median {np.median(lengths):.0f}), {lengths.sum():,} train targets, {len(ours.vocab)} skills | "
-              f"model {hp.model}, batch {hp.batch_size}, hidden {hp.hidden}, layers {hp.layers}, {torch.get_num_threads()} torch threads",
+              f"model {hp.model}, batch {hp.batch_size}, hidden {hp.hidden}, layers {hp.layers}, "
+              f"{torch.get_num_threads()} torch threads",
               flush=True)
         rows = {"straightforward": [], "ours": []}
         for epoch in range(args.epochs):

@@ -1,4 +1,4 @@
-"""The inference handlers (docs/contracts.md §6), for DKT and the attention model: every error case, the prior, batches, stateful mode, loading from the tarball."""
+"""The inference handlers (docs/contracts.md §6), DKT and the attention models: every error case, the prior, batches, stateful mode, loading from the tarball."""
 
 from __future__ import annotations
 
@@ -410,7 +410,8 @@ def test_the_attention_model_is_served_stateless_and_says_it_keeps_no_state(atte
     history = _history(attn, window + 9)
     stateless = _invoke(attn, json.dumps({"user_sequence": history}))
     # the mastery is the model's output after the last max_seq_len answers, through model.json's temperature
-    tokens = torch.tensor([[s * 2 + c for s, c in ((attn.index[a["skill_id"]], a["correct"]) for a in history[-window:])]])
+    pairs = [(attn.index[a["skill_id"]], a["correct"]) for a in history[-window:]]
+    tokens = torch.tensor([[s * 2 + c for s, c in pairs]])
     expected = inference.apply_temperature(attn.model(tokens)[0][0, -1].detach().numpy(), attn.temperature)
     assert np.allclose([stateless["mastery"][str(s)] for s in attn.skill_ids], expected, atol=6e-5)  # 4 decimals
     # stateful requests: answered from the answers sent, "state": null; a state sent is not read

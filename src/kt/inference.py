@@ -1,4 +1,4 @@
-"""SageMaker inference handlers for every model of kt.model (docs/contracts.md §6): model_fn, input_fn, predict_fn, output_fn.
+"""SageMaker inference handlers for every kt.model model (docs/contracts.md §6): model_fn, input_fn, predict_fn, output_fn.
 
 Bundled into ``model.tar.gz`` as ``code/kt/inference.py`` and used as is by the
 endpoint (``kt endpoint serve``), the batch transform (JSON Lines, one user per

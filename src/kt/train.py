@@ -1,4 +1,4 @@
-"""Training entry point (DKT or the attention model, ``--model=dkt|attn``), following the SageMaker training container contract.
+"""Training entry point (``--model=dkt|attn|ensemble``, kt.model), following the SageMaker training contract.
 
     python -m kt.train                      # in the container: everything from SM_* and /opt/ml
     kt train --train .kt/lake/processed/ednet --model-dir /tmp/model --epochs=5
@@ -393,7 +393,7 @@ def write_failure(paths: TrainingPaths, message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kt train",
-        description="Train DKT or the attention model (SageMaker training contract). Unknown --key=value pairs are hyperparameters: "
+        description="Train a kt.model model (SageMaker training contract). Unknown --key=value pairs are hyperparameters: "
         + ", ".join(f.name for f in fields(Hyperparameters)),
     )
     parser.add_argument("--train", help="processed data directory (default: SM_CHANNEL_TRAINING)")
