@@ -17,6 +17,12 @@ Epochs are interleaved (theirs, ours, theirs, ...) so load from other
 processes hits both alike. Throughput counts answered (unpadded) positions per
 second of training loop; AUC is on the valid split after the last epoch.
 Targets (issue 7): ours >= 2x the straightforward loop, AUC within 0.005.
+
+``--model`` trains another architecture (kt.model.build_model) in both loops.
+``--peer`` also prints our figure against pyKT DKT's (issue 20: ours >= 1.2x).
+pyKT is not installed here, so that figure is the one in
+../shared/notes/peers.md (PEER_PYKT), measured in another run: a ratio to
+read with its date and machine, not a same-run comparison.
 """
 
 from __future__ import annotations
@@ -39,10 +45,13 @@ from kt import etl  # noqa: E402
 from kt.config import TrainingPaths  # noqa: E402
 from kt.data import Window, collate  # noqa: E402
 from kt.evaluate import metrics, predict_windows  # noqa: E402
-from kt.model import DKT  # noqa: E402
+from kt.model import MODELS, build_model  # noqa: E402
 from kt.train import Hyperparameters, Trainer  # noqa: E402
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "real", "assist2009_dkt", "riiid")
+# pyKT 0.0.38 DKT's training loop, answered positions per second (../shared/notes/peers.md): not this run.
+PEER_PYKT = {"answers_per_s": 31_408, "data": "assist2009_dkvmn", "threads": 2,
+             "measured": "2026-11-25, this 2-core machine idle, user_id mod 10 split"}
 
 
 class StraightforwardLoop:
@@ -51,7 +60,7 @@ class StraightforwardLoop:
     def __init__(self, hp: Hyperparameters, num_skills: int, windows: list[Window], valid: list[Window]):
         self.hp, self.windows, self.valid = hp, windows, valid
         torch.manual_seed(hp.seed)
-        self.model = DKT(hp.model_config(num_skills))
+        self.model = build_model(hp.model, hp.model_config(num_skills))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         self.rng = np.random.default_rng(hp.seed)
         self.padded = 0
@@ -100,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=Hyperparameters.batch_size)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both loops (1: steady on a shared 2-core box; 0: torch's default)")
+    parser.add_argument("--model", choices=MODELS, default="dkt", help="the architecture both loops train")
+    parser.add_argument("--peer", action="store_true",
+                        help="also print ours against pyKT DKT's answers/s from ../shared/notes/peers.md")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -107,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="kt-bench-train-") as tmp:
         processed = prepare_lake(os.path.abspath(args.data), tmp, args.users)
-        hp = Hyperparameters(epochs=args.epochs, patience=args.epochs + 1, batch_size=args.batch_size,
+        hp = Hyperparameters(model=args.model, epochs=args.epochs, patience=args.epochs + 1, batch_size=args.batch_size,
                              checkpoint_every=10**9, threads=args.threads)
         paths = TrainingPaths(train_channel=processed, model_dir=f"{tmp}/model", checkpoint_dir=f"{tmp}/ckpt",
                               output_dir=f"{tmp}/out", job_name="bench")
@@ -116,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         lengths = np.array([len(w.skills) - 1 for w in ours.train_windows])
         print(f"data: {args.data} | {len(ours.train_windows):,} train windows of <= {hp.max_seq_len} answers "
               f"(median {np.median(lengths):.0f}), {lengths.sum():,} train targets, {len(ours.vocab)} skills | "
-              f"batch {hp.batch_size}, hidden {hp.hidden}, layers {hp.layers}, {torch.get_num_threads()} torch threads",
+              f"model {hp.model}, batch {hp.batch_size}, hidden {hp.hidden}, layers {hp.layers}, "
+              f"{torch.get_num_threads()} torch threads",
               flush=True)
         rows = {"straightforward": [], "ours": []}
         for epoch in range(args.epochs):
@@ -143,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nthroughput ratio ours/straightforward: {ratio:.2f}x (target >= 2x); "
           f"valid AUC difference {auc_gap:+.4f} (target within +-0.005); "
           f"straightforward batches are {fill:.0%} real answers, {1 - fill:.0%} padding")
+    if args.peer:
+        peer = PEER_PYKT["answers_per_s"]
+        print(f"ours / pyKT DKT: {summary['ours']['answers_per_s']:,.0f} / {peer:,} = "
+              f"{summary['ours']['answers_per_s'] / peer:.2f}x (target >= 1.2x; pyKT's figure: {PEER_PYKT['data']}, "
+              f"{PEER_PYKT['threads']} threads, {PEER_PYKT['measured']}: not this run, compare like for like: "
+              f"same data and --threads {PEER_PYKT['threads']} on an idle machine)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "ratio": ratio, "auc_gap": auc_gap, "args": vars(args)}, f, indent=1)

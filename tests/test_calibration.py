@@ -69,18 +69,22 @@ def test_reliability_diagram_is_a_png_of_the_ece_bins(tmp_path):
         assert f.read(8) == PNG_MAGIC
 
 
-def test_training_stores_the_temperature_only_when_it_lowers_valid_ece(tiny_model_dir, sample_lake):
+def test_training_fits_the_temperature_on_valid_as_served_and_keeps_it_only_when_it_lowers_ece(
+        tiny_model_dir, sample_lake):
     with open(f"{tiny_model_dir}/model.json") as f:
         info = json.load(f)
     stored = info["calibration"]
     assert info["temperature"] in (1.0, stored["fitted_temperature"])
     assert (info["temperature"] != 1.0) == (stored["valid_ece_after"] < stored["valid_ece_before"])
     loaded = inference.model_fn(tiny_model_dir)
-    windows = make_windows(read_sequences(f"{sample_lake}/processed/ednet", "valid"), SkillVocab(loaded.skill_ids),
-                           loaded.model.config.max_seq_len)
-    y, p = evaluate.predict_windows(loaded.model, windows)
+    valid = read_sequences(f"{sample_lake}/processed/ednet", "valid")
+    served = evaluate.served_windows(valid, SkillVocab(loaded.skill_ids), loaded.model.config.max_seq_len)
+    y, p = evaluate.predict_windows(loaded.model, served)  # warm context, as the endpoint predicts
     assert stored["valid_ece_before"] == pytest.approx(expected_calibration_error(y, p))
     assert stored["valid_answers"] == len(y)
+    cold = make_windows(valid, SkillVocab(loaded.skill_ids), loaded.model.config.max_seq_len)
+    # served windows predict the answers cold windows start from (no context): more targets, warm state
+    assert any(w.scored_from for w in served) and len(evaluate.predict_windows(loaded.model, cold)[0]) < len(y)
 
 
 @pytest.fixture(scope="module")
@@ -153,9 +157,24 @@ def test_evaluation_scores_dkt_as_served_and_draws_the_diagram(sharpened_model_d
     png = str(tmp_path / "eval" / "reliability.png")
     report = evaluate.evaluate(loaded.model, vocab, processed, temperature=loaded.temperature, reliability_png=png)
     y, p = predicted[0]
+    low, high = report["dkt"].pop("ece_interval")  # the sample's test split has under 100 users
     assert report["dkt"] == evaluate.metrics(y, apply_temperature(p, 0.25))
+    assert low < report["dkt"]["ece"] < high
     assert report["dkt"]["auc"] == pytest.approx(raw["dkt"]["auc"])  # a temperature keeps the ranking
     assert report["dkt"]["ece"] != pytest.approx(raw["dkt"]["ece"])
     assert report["base_rate"] == raw["base_rate"] and report["bayes"] == raw["bayes"]
     with open(png, "rb") as f:
         assert f.read(8) == PNG_MAGIC
+
+
+def test_bootstrap_ece_interval_resamples_users_and_holds_the_ece():
+    rng = np.random.default_rng(5)
+    users = np.repeat(np.arange(40), 50)
+    p = rng.uniform(0.05, 0.95, len(users))
+    y = (rng.random(len(users)) < p).astype(float)
+    low, high = calibration.bootstrap_ece(y, p, users, resamples=300)
+    assert low < expected_calibration_error(y, p) < high < 0.1
+    # users made miscalibrated by +0.3 widen the interval
+    shifted = np.clip(p + 0.3 * (users % 2), 0, 1)
+    low2, high2 = calibration.bootstrap_ece(y, shifted, users, resamples=300)
+    assert high2 - low2 > high - low and low2 > high

@@ -1,4 +1,4 @@
-"""The inference handlers (docs/contracts.md §6): every error case, the prior, batches, stateful mode, loading from the tarball."""
+"""The inference handlers (docs/contracts.md §6), DKT and the attention models: every error case, the prior, batches, stateful mode, loading from the tarball."""
 
 from __future__ import annotations
 
@@ -389,3 +389,41 @@ def test_forward_passes_stay_within_the_token_budget():
     assert np.array_equal(np.concatenate(chunks), order)  # every row once, in length order
     assert all(len(c) * max(1, lengths[c].max()) <= inference.BATCH_TOKENS or len(c) == 1 for c in chunks)
     assert [len(c) for c in chunks][-1] == 1  # the 10,000-answer history alone
+
+
+@pytest.fixture(scope="module", params=["attn", "ensemble"])
+def attention_model_dir(request, sample_lake, tmp_path_factory) -> str:
+    """The tiny model's training with model=attn, and =ensemble."""
+    from kt_testing import train_tiny_model
+
+    return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp(f"{request.param}-model")),
+                            f"{request.param}-model", model=request.param)
+
+
+def test_the_attention_model_is_served_stateless_and_says_it_keeps_no_state(attention_model_dir, model):
+    name = artifact.read_info(attention_model_dir)["model"]
+    attn = inference.model_fn(attention_model_dir)
+    assert name in ("attn", "ensemble") and type(attn.model).__name__ == {"attn": "AttentionKT",
+                                                                          "ensemble": "EnsembleKT"}[name]
+    assert not attn.model.recurrent
+    window = attn.model.config.max_seq_len
+    history = _history(attn, window + 9)
+    stateless = _invoke(attn, json.dumps({"user_sequence": history}))
+    # the mastery is the model's output after the last max_seq_len answers, through model.json's temperature
+    pairs = [(attn.index[a["skill_id"]], a["correct"]) for a in history[-window:]]
+    tokens = torch.tensor([[s * 2 + c for s, c in pairs]])
+    expected = inference.apply_temperature(attn.model(tokens)[0][0, -1].detach().numpy(), attn.temperature)
+    assert np.allclose([stateless["mastery"][str(s)] for s in attn.skill_ids], expected, atol=6e-5)  # 4 decimals
+    # stateful requests: answered from the answers sent, "state": null; a state sent is not read
+    asked = _invoke(attn, json.dumps({"user_sequence": history, "return_state": True}))
+    assert asked.pop("state") is None and asked == stateless
+    dkt_state = _invoke(model, json.dumps({"user_sequence": history[:3], "return_state": True}))["state"]
+    sent = _invoke(attn, json.dumps({"user_sequence": history, "state": dkt_state}))
+    assert sent.pop("state") is None and sent == stateless
+    lines = [json.dumps({"user_id": "a", "user_sequence": history, "return_state": True}),
+             json.dumps({"user_id": "b", "user_sequence": history[:4]})]
+    batch = _invoke(attn, "\n".join(lines), JSON_LINES, JSON_LINES)
+    assert batch[0]["state"] is None and "state" not in batch[1]
+    assert batch[0]["mastery"] == stateless["mastery"]
+    assert _invoke(attn, json.dumps({"user_sequence": []}))["mastery"] == pytest.approx(
+        dict(zip(map(str, attn.skill_ids), attn.prior)), abs=6e-5)  # the prior, to 4 decimals

@@ -1,10 +1,10 @@
-"""DKT shapes, the token encoding and the masking of padded positions."""
+"""DKT and the attention model: shapes, the token encoding, causality and the masking of padded positions."""
 
 import pytest
 import torch
 
 from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows
-from kt.model import DKT, DKTConfig, encode
+from kt.model import DKT, AttentionConfig, AttentionKT, DKTConfig, EnsembleKT, build_model, encode
 
 import numpy as np
 
@@ -166,3 +166,59 @@ def test_step_state_in_pieces_equals_one_pass_over_the_whole_sequence(count_feat
     assert torch.allclose(last, full, atol=1e-5)
     for a, b in zip(end, state):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def _attention(num_skills=7, name="attn") -> AttentionKT | EnsembleKT:
+    torch.manual_seed(0)
+    return build_model(name, {"num_skills": num_skills, "hidden": 8, "layers": 2, "heads": 2, "dropout": 0.0})
+
+
+@pytest.mark.parametrize("name", ["attn", "ensemble"])
+def test_attention_model_has_dkt_shapes_and_sees_only_the_past(name):
+    model = _attention(name=name).eval()
+    tokens = torch.randint(0, 14, (3, 6))
+    targets = torch.stack([torch.randint(0, 7, (3, 6)), torch.randint(0, 2, (3, 6))], dim=-1)
+    probs, loss = model(tokens, targets, torch.ones(3, 6, dtype=torch.bool))
+    assert probs.shape == (3, 6, 7) and ((probs > 0) & (probs < 1)).all() and loss.ndim == 0 and loss > 0
+    changed = tokens.clone()
+    changed[:, 4:] = (changed[:, 4:] + 3) % 14  # the future: steps 0..3 must not move, step 4 must
+    after = model(changed)[0]
+    assert torch.allclose(after[:, :4], probs[:, :4], atol=1e-6) and not torch.allclose(after[:, 4], probs[:, 4])
+
+
+@pytest.mark.parametrize("name", ["attn", "ensemble"])
+def test_attention_step_state_reads_each_row_at_its_own_length_and_has_no_state(name):
+    model = _attention(name=name).eval()
+    tokens = torch.randint(0, 14, (3, 6))
+    whole = model(tokens)[0]  # (B, T, S)
+    probs, state = model.step_state(tokens, None, torch.tensor([6, 2, 4]))
+    assert state is None
+    assert torch.allclose(probs, torch.stack([whole[0, 5], whole[1, 1], whole[2, 3]]), atol=1e-6)
+    with pytest.raises(ValueError, match="no recurrent state"):
+        model.step_state(tokens, (torch.zeros(1),))
+
+
+def test_the_ensemble_averages_its_members_logits_and_sums_their_losses():
+    model = _attention(name="ensemble").eval()
+    tokens = torch.randint(0, 14, (2, 5))
+    targets = torch.stack([torch.randint(0, 7, (2, 5)), torch.randint(0, 2, (2, 5))], dim=-1)
+    probs, loss = model(tokens, targets)
+    (p_dkt, l_dkt), (p_attn, l_attn) = model.dkt(tokens, targets), model.attn(tokens, targets)
+    assert torch.allclose(torch.logit(probs), (torch.logit(p_dkt) + torch.logit(p_attn)) / 2, atol=1e-5)
+    assert torch.allclose(loss, l_dkt + l_attn)
+
+
+def test_attention_forgets_with_distance_from_the_start():
+    """The learned penalty starts as ALiBi's slopes: a positive decay per head and layer, none for the same step."""
+    model = _attention()
+    assert model.decay.shape == (2, 2) and (torch.nn.functional.softplus(model.decay) > 0).all()
+    with pytest.raises(ValueError, match="multiple of heads"):
+        AttentionKT(AttentionConfig(num_skills=3, hidden=10, heads=4))
+
+
+def test_build_model_picks_by_name_and_rejects_others():
+    assert isinstance(build_model("dkt", {"num_skills": 3, "hidden": 8}), DKT)
+    assert isinstance(build_model("attn", {"num_skills": 3, "hidden": 8, "heads": 2}), AttentionKT)
+    assert isinstance(build_model("ensemble", {"num_skills": 3, "hidden": 8, "heads": 2}), EnsembleKT)
+    with pytest.raises(ValueError, match="unknown model 'sakt'"):
+        build_model("sakt", {"num_skills": 3})

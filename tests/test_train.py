@@ -32,6 +32,18 @@ def test_unknown_and_malformed_hyperparameters_are_rejected():
         parse_hyperparameters({"lr": "fast"})
 
 
+def test_the_model_hyperparameter_names_a_known_architecture():
+    assert Hyperparameters().model == "dkt"
+    assert parse_hyperparameters({"model": " attn "}).model == "attn"
+    assert set(parse_hyperparameters({"model": "attn", "hidden": "64"}).model_config(5)) == {
+        "num_skills", "hidden", "layers", "max_seq_len", "dropout", "heads"}
+    assert parse_hyperparameters({"model": "ensemble", "count_features": "1"}).model_config(5)["count_features"]
+    with pytest.raises(ValueError, match="hyperparameter model: expected one of dkt, attn, ensemble, got 'sakt'"):
+        parse_hyperparameters({"model": "sakt"})
+    with pytest.raises(ValueError, match="the attn model reads no counts"):
+        parse_hyperparameters({"model": "attn", "count_features": "1"})
+
+
 def test_cli_arguments_override_the_json_file(tmp_path):
     path = tmp_path / "hyperparameters.json"
     path.write_text(json.dumps({"epochs": "4", "batch_size": "8"}))

@@ -1,13 +1,25 @@
-"""Evaluation on the test split: DKT next to the baselines it must beat.
+"""Evaluation on the test split: the model (DKT or attention) next to the baselines it must beat.
 
     kt evaluate --lake .kt/lake [--model .kt/lake/models/dkt/<job>/output/model.tar.gz]
 
-Every method is scored on the same targets: each answer that DKT predicts
-(every answer of a window but its first). Baselines: the per-skill base rate
+Two protocols (``protocol``), both predicting each answer of a user but the first:
+
+- "served" (the default): as the stateless endpoint predicts, from up to
+  max_seq_len answers before it, at least half of that past a user's first
+  window (overlapping windows, ``served_windows``).
+- "pykt": pyKT's (``pykt.preprocess.split_datasets``, evaluation at concept
+  level): non-overlapping windows of max_seq_len, each from a cold state,
+  positions 1..L-1 of each, windows under 3 answers dropped. For figures
+  compared with pyKT's on the same users.
+
+Every method is scored on the same targets. Baselines: the per-skill base rate
 of the training split, the Phase-1 Bayesian estimate from the user's earlier
 answers, and on sample data the simulator's true P(correct) (the oracle).
-Metrics: AUC, accuracy, log loss and expected calibration error (15 bins).
-DKT is scored as served, through model.json's temperature (``kt.calibration``).
+Metrics: AUC, accuracy, log loss and expected calibration error (15 bins);
+on a split of fewer than BOOTSTRAP_BELOW users the model's ECE also gets a 95%
+bootstrap interval over users (``ece_interval``). The model is scored as served,
+through model.json's temperature (``kt.calibration``); its key is "dkt" whatever
+the architecture, so callers read one name.
 """
 
 from __future__ import annotations
@@ -20,11 +32,32 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from kt import bayes, lake
-from kt.calibration import ECE_BINS, apply_temperature, expected_calibration_error, reliability_diagram  # noqa: F401
+from kt.calibration import (  # noqa: F401
+    ECE_BINS, apply_temperature, bootstrap_ece, expected_calibration_error, reliability_diagram,
+)
 from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows, read_sequences
-from kt.model import DKT
+from kt.model import AttentionKT, DKT
 
 log = logging.getLogger(__name__)
+
+PROTOCOLS = ("served", "pykt")
+PYKT_MIN_WINDOW = 3  # pyKT's generate_sequences(min_seq_len=3)
+BOOTSTRAP_BELOW = 100  # test users under which the ECE gets a bootstrap interval
+
+
+def served_windows(sequences, vocab: SkillVocab, max_seq_len: int) -> list[Window]:
+    """Every answer with up to max_seq_len answers before it, at least half of that past a user's first
+    window: what the stateless endpoint and the batch transform feed (the last max_seq_len answers)."""
+    return make_windows(sequences, vocab, max_seq_len, context=max_seq_len // 2)
+
+
+def protocol_windows(sequences, vocab: SkillVocab, max_seq_len: int, protocol: str) -> list[Window]:
+    """The windows a protocol scores (module docstring)."""
+    if protocol == "served":
+        return served_windows(sequences, vocab, max_seq_len)
+    if protocol == "pykt":
+        return make_windows(sequences, vocab, max_seq_len, min_len=PYKT_MIN_WINDOW)
+    raise ValueError(f"unknown protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64)
@@ -39,7 +72,7 @@ def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_windows(model: DKT, windows: list[Window], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def predict_windows(model: DKT | AttentionKT, windows: list[Window], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Next-step predictions of the model for every target, in window order: (y, p)."""
     model.eval()
     device = next(model.parameters()).device  # the GPU while training there, else the CPU
@@ -116,16 +149,15 @@ def oracle_predictions(oracle_uri: str, sequences, windows: list[Window]) -> np.
     return out
 
 
-def evaluate(model: DKT, vocab: SkillVocab, processed: str, split: str = "test", oracle_uri: str | None = None,
-             temperature: float = 1.0, reliability_png: str | None = None) -> dict:
-    """Metrics of DKT and every baseline on one split; DKT as served (model.json's temperature).
+def evaluate(model: DKT | AttentionKT, vocab: SkillVocab, processed: str, split: str = "test",
+             oracle_uri: str | None = None, temperature: float = 1.0, reliability_png: str | None = None,
+             protocol: str = "served") -> dict:
+    """Metrics of the model (key "dkt") and every baseline on one split, the model through model.json's temperature.
 
     ``reliability_png``: also draw every method's reliability diagram there (a lake URI).
     """
     sequences = read_sequences(processed, split)
-    # Every answer predicted with up to max_seq_len answers before it, at least half of that past a
-    # user's first window: as the stateless endpoint predicts from the last max_seq_len answers.
-    windows = make_windows(sequences, vocab, model.config.max_seq_len, context=model.config.max_seq_len // 2)
+    windows = protocol_windows(sequences, vocab, model.config.max_seq_len, protocol)
     if not windows:
         raise ValueError(f"the {split} split has no sequence of two or more answers")
     y, p = predict_windows(model, windows)
@@ -138,7 +170,11 @@ def evaluate(model: DKT, vocab: SkillVocab, processed: str, split: str = "test",
     if reliability_png:
         reliability_diagram({name: (y, pred) for name, pred in predictions.items()}, reliability_png,
                             f"Reliability on the {split} split (DKT temperature {temperature:.3g})")
-    return {name: metrics(y, pred) for name, pred in predictions.items()}
+    report = {name: metrics(y, pred) for name, pred in predictions.items()}
+    if sequences.num_rows < BOOTSTRAP_BELOW:
+        users = target_positions(windows)[0]
+        report["dkt"]["ece_interval"] = bootstrap_ece(y, predictions["dkt"], users)
+    return report
 
 
 def format_report(report: dict) -> str:

@@ -1,4 +1,4 @@
-"""SageMaker inference handlers for DKT (docs/contracts.md §6): model_fn, input_fn, predict_fn, output_fn.
+"""SageMaker inference handlers for every kt.model model (docs/contracts.md §6): model_fn, input_fn, predict_fn, output_fn.
 
 Bundled into ``model.tar.gz`` as ``code/kt/inference.py`` and used as is by the
 endpoint (``kt endpoint serve``), the batch transform (JSON Lines, one user per
@@ -21,6 +21,10 @@ Which answers the model sees:
   For histories longer than ``max_seq_len`` that differs from the stateless
   answer, which sees only the last window. A state made by another model
   version is refused (409): send the whole history again without it.
+  A model without a recurrent state (model.json "model": "attn" or "ensemble") answers such a
+  request from the answers it carries, as a stateless one (the last
+  ``max_seq_len``), ignores any ``state`` sent and returns ``"state": null``:
+  the client sends the whole history next time.
 
 Every path (stateless, stateful, batch) goes through ``run_model``, which applies
 model.json's ``temperature`` (fitted on the valid split, 1.0 when absent):
@@ -47,7 +51,7 @@ from sagemaker_inference.errors import GenericInferenceToolkitError
 from kt import bounds
 from kt.calibration import apply_temperature
 from kt.mastery import response
-from kt.model import DKT, DKTConfig, encode
+from kt.model import DKT, AttentionKT, EnsembleKT, build_model, encode
 from kt.topics import OTHER_TOPIC
 
 MAX_ANSWERS = 10_000  # longest accepted user_sequence (per request; a stateful history may grow beyond it)
@@ -69,7 +73,7 @@ class RequestError(GenericInferenceToolkitError):
 
 @dataclass
 class LoadedModel:
-    model: DKT
+    model: DKT | AttentionKT | EnsembleKT
     skill_ids: list[int]  # index order
     index: dict[int, int]
     skill_topics: dict[int, str]
@@ -103,8 +107,7 @@ def model_fn(model_dir: str) -> LoadedModel:
     """Load model.pth and model.json once per worker."""
     with open(os.path.join(model_dir, "model.json")) as f:
         info = json.load(f)
-    config = DKTConfig(**info["config"])
-    model = DKT(config)
+    model = build_model(info.get("model", "dkt"), info["config"])  # models trained before "model" are DKT
     model.load_state_dict(torch.load(os.path.join(model_dir, "model.pth"), map_location="cpu", weights_only=True))
     model.eval()
     skill_ids = [int(s) for s in info["skill_ids"]]
@@ -305,6 +308,7 @@ def run_model(
     ``count_features`` the counts (S, 2) (``UserState.model_state``); the counts returned are None without.
     ``window``: feed only the last max_seq_len answers (stateless); else all (stateful).
     A row with no answers keeps its state; with no answers and no state it gets the prior.
+    A model without a recurrent state (``AttentionKT``, ``EnsembleKT``) takes no ``states``; h and c come back zero.
     """
     net = model.model
     net.eval()
@@ -316,7 +320,7 @@ def run_model(
     probs = np.empty((n, len(model.skill_ids)), dtype=np.float32)
     h_all = torch.zeros(layers, n, hidden)
     c_all = torch.zeros(layers, n, hidden)
-    counts_all = torch.zeros(n, len(model.skill_ids), 2) if net.config.count_features else None
+    counts_all = torch.zeros(n, len(model.skill_ids), 2) if net.recurrent and net.config.count_features else None
     for i, st in enumerate(states):
         if st is not None:
             h_all[:, i], c_all[:, i] = st[0], st[1]
@@ -332,12 +336,13 @@ def run_model(
         correct = np.fromiter((c for _, c in flat), dtype=np.int64, count=len(flat))
         tokens = np.zeros((len(rows), longest), dtype=np.int64)
         tokens[np.arange(longest) < row_lengths[:, None]] = encode(skills, correct)  # (b, T)
-        state = (h_all[:, rows_t], c_all[:, rows_t])
+        state = (h_all[:, rows_t], c_all[:, rows_t]) if net.recurrent else None
         if counts_all is not None:
             state += (counts_all[rows_t],)
         p, new_state = net.step_state(torch.from_numpy(tokens), state, torch.from_numpy(row_lengths))
         probs[rows] = apply_temperature(p.numpy(), model.temperature)
-        h_all[:, rows_t], c_all[:, rows_t] = new_state[0], new_state[1]
+        if new_state is not None:
+            h_all[:, rows_t], c_all[:, rows_t] = new_state[0], new_state[1]
         if counts_all is not None:
             counts_all[rows_t] = new_state[2]
     untouched = [i for i in range(n) if lengths[i] == 0 and states[i] is None]
@@ -373,7 +378,7 @@ def predict_fn(data: dict, model: LoadedModel) -> dict:
         where = f"line[{n}]." if data["batch"] else ""
         try:
             request = parse_request(line, model.index, where)
-            if request.state is not None:
+            if request.state is not None and model.model.recurrent:
                 states[n] = decode_state(model, request.state, f"{where}state")
             parsed.append(request)
         except RequestError as e:
@@ -381,8 +386,9 @@ def predict_fn(data: dict, model: LoadedModel) -> dict:
                 raise
             parsed.append(e)
     good = [n for n, p in enumerate(parsed) if isinstance(p, UserRequest)]
-    stateless = [n for n in good if not parsed[n].return_state]
-    stateful = [n for n in good if parsed[n].return_state]
+    recurrent = model.model.recurrent  # else a stateful request is answered as a stateless one, "state": null
+    stateless = [n for n in good if not (parsed[n].return_state and recurrent)]
+    stateful = [n for n in good if parsed[n].return_state and recurrent]
     vectors: dict[int, np.ndarray] = {}
     new_states: dict[int, UserState] = {}
     if stateless:
@@ -413,6 +419,8 @@ def predict_fn(data: dict, model: LoadedModel) -> dict:
         body = response(mastery, practiced, topic_mastery[n], model.version)
         if n in new_states:
             body["state"] = encode_state(model, new_states[n])
+        elif p.return_state:
+            body["state"] = None
         if data["batch"]:
             body = {"user_id": p.user_id, "as_of": p.as_of, **body}
         results.append(body)

@@ -1,4 +1,6 @@
-"""Deep Knowledge Tracing (Piech et al. 2015), as in the seed (docs/contracts.md §5.1).
+"""The knowledge tracing models (docs/contracts.md §5.1): DKT and an attention model, selected by name.
+
+Deep Knowledge Tracing (Piech et al. 2015), as in the seed:
 
 Token ``skill_index*2 + correct`` -> Embedding -> 2-layer LSTM -> Linear to
 num_skills -> sigmoid: row t holds P(correct) on every skill at step t+1.
@@ -14,6 +16,16 @@ skills plus a linear term per skill). An LSTM of the demo's size tracks such
 counts poorly; with them, test AUC on the simulated demo data rises from 0.738
 to 0.750 (oracle 0.775). Everything stays a function of the (skill, correct)
 history, so training, evaluation and serving (stateless or stateful) agree.
+
+``AttentionKT`` (``model=attn``), the second architecture, reads the same tokens
+and gives the same output: SAKT's causal self-attention over past interactions
+(Pandey & Karypis 2019), with AKT's forgetting (Ghosh et al. 2020: attention
+decays with the distance to a past answer) as a learned per-head linear penalty
+on that distance (ALiBi, Press et al. 2022; no position embedding), and DKT's
+read-out: a linear map from the state after step t to every skill's logit. A
+per-skill query as in SAKT/AKT would cost a pass per skill to answer "mastery on
+every skill"; the read-out answers it in one. It has no recurrent state: serving
+recomputes from the last ``max_seq_len`` answers.
 """
 
 from __future__ import annotations
@@ -54,7 +66,22 @@ def count_features(counts: torch.Tensor) -> torch.Tensor:
     return torch.log1p(torch.stack([answered, right, answered - right], dim=-1))
 
 
+def next_step_loss(
+    logits: torch.Tensor, targets: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor | None:
+    """BCE of the logit (B, T, S) picked for each next answer's skill against its correctness, masked positions
+    only (targets (B, T, 2): skill index, correct); None without targets. Every model's loss."""
+    if targets is None:
+        return None
+    picked = logits.gather(-1, targets[..., 0:1]).squeeze(-1)  # (B, T)
+    if mask is None:
+        mask = torch.ones_like(picked, dtype=torch.bool)
+    return F.binary_cross_entropy_with_logits(picked[mask], targets[..., 1][mask].float())
+
+
 class DKT(nn.Module):
+    recurrent = True  # step_state returns a state to continue from (stateful serving, §6.4)
+
     def __init__(self, config: DKTConfig):
         super().__init__()
         self.config = config
@@ -122,14 +149,7 @@ class DKT(nn.Module):
         running = self.running_counts(tokens) if self.config.count_features else None  # from 0 at the window's start
         h, _ = self.lstm(self._inputs(tokens, running), state)  # (B, T, H)
         logits = self._logits(h, running)  # (B, T, S)
-        probs = torch.sigmoid(logits)
-        loss = None
-        if targets is not None:
-            picked = logits.gather(-1, targets[..., 0:1]).squeeze(-1)  # (B, T)
-            if mask is None:
-                mask = torch.ones_like(picked, dtype=torch.bool)
-            loss = F.binary_cross_entropy_with_logits(picked[mask], targets[..., 1][mask].float())
-        return probs, loss
+        return torch.sigmoid(logits), next_step_loss(logits, targets, mask)
 
     def step_state(
         self,
@@ -169,3 +189,158 @@ class DKT(nn.Module):
         counts = None if running is None else running[:, -1]  # padding counts for nothing: the last real token's
         probs = torch.sigmoid(self._logits(h[-1], counts))  # (B, S); the top layer's h is its last output
         return probs, (h, c) if counts is None else (h, c, counts)
+
+
+@dataclass
+class AttentionConfig:
+    num_skills: int
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    max_seq_len: int = 200  # histories are cut into windows of this many answers
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm causal self-attention + feed-forward; ``bias`` (heads, T, T) carries the mask and the forgetting."""
+
+    def __init__(self, config: AttentionConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.norm1 = nn.LayerNorm(config.hidden)
+        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
+        self.proj = nn.Linear(config.hidden, config.hidden)
+        self.norm2 = nn.LayerNorm(config.hidden)
+        self.ff = nn.Sequential(nn.Linear(config.hidden, 4 * config.hidden), nn.GELU(),
+                                nn.Linear(4 * config.hidden, config.hidden))
+        self.dropout = nn.Dropout(config.dropout)  # on the residual branches; none on the (B, heads, T, T)
+        # attention weights: drawing that mask was a fifth of a CPU training step
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        b, t, h = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, T, H / heads)
+        x = x + self.dropout(self.proj(y.transpose(1, 2).reshape(b, t, h)))  # (B, T, H)
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
+class AttentionKT(nn.Module):
+    """Causal self-attention with per-head forgetting over (skill, correct) tokens (see the module docstring)."""
+
+    recurrent = False  # no state to continue from: serving recomputes from the answers sent
+
+    def __init__(self, config: AttentionConfig):
+        super().__init__()
+        if config.hidden % config.heads:
+            raise ValueError(f"hidden ({config.hidden}) must be a multiple of heads ({config.heads})")
+        self.config = config
+        self.embedding = nn.Embedding(2 * config.num_skills, config.hidden)
+        self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.layers))
+        # per head, per layer: penalty = softplus(decay) * distance; initial slopes from 1/2 to 1/2^heads (ALiBi)
+        slopes = 2.0 ** -torch.arange(1, config.heads + 1, dtype=torch.float32)
+        self.decay = nn.Parameter(torch.log(torch.expm1(slopes)).repeat(config.layers, 1))  # (L, heads)
+        self.norm = nn.LayerNorm(config.hidden)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.num_skills)
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, H): the state after each token, from that token and the ones before it."""
+        t = tokens.shape[1]
+        at = torch.arange(t, device=tokens.device)
+        distance = (at[:, None] - at[None, :]).to(torch.float32)  # (T, T) query i, key j: i - j
+        future = torch.full((t, t), float("-inf"), device=tokens.device).triu(1)
+        x = self.dropout(self.embedding(tokens))  # (B, T, H)
+        for block, decay in zip(self.blocks, self.decay):
+            bias = future - F.softplus(decay)[:, None, None] * distance.clamp(min=0)  # (heads, T, T)
+            x = block(x, bias)
+        return self.norm(x)
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As ``DKT.forward``: probabilities (B, T, S) on every skill after each step and the masked next-step loss."""
+        logits = self.head(self.dropout(self.hidden_states(tokens)))  # (B, T, S)
+        return torch.sigmoid(logits), next_step_loss(logits, targets, mask)
+
+    def step_state(
+        self, tokens: torch.Tensor, state: None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, None]:
+        """As ``DKT.step_state`` without a state: probabilities (B, S) after each row's last real token.
+
+        Padding sits after a row's last real token, so the causal mask keeps it out. A row of length 0 gets
+        the output after a zero token: ``kt.inference`` answers such rows with the prior instead.
+        """
+        if state is not None:
+            raise ValueError("AttentionKT has no recurrent state to continue from")
+        b, t = tokens.shape
+        if lengths is None:
+            lengths = torch.full((b,), t, dtype=torch.long)
+        h = self.hidden_states(tokens)  # (B, T, H)
+        last = h[torch.arange(b), (lengths.to(tokens.device) - 1).clamp(min=0)]  # (B, H)
+        return torch.sigmoid(self.head(last)), None
+
+
+@dataclass
+class EnsembleConfig:
+    num_skills: int
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    max_seq_len: int = 200
+    dropout: float = 0.2
+    count_features: bool = False  # the DKT member's (see the module docstring)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class EnsembleKT(nn.Module):
+    """A DKT and an AttentionKT of one size, trained side by side on the same batches (the sum of their
+    losses: each learns as it would alone), predicting the mean of their logits. Averaging two models that
+    err differently is the field's most reliable small gain; it serves as one model, without a state."""
+
+    recurrent = False  # the attention member has none: serving recomputes from the last max_seq_len answers
+
+    def __init__(self, config: EnsembleConfig):
+        super().__init__()
+        self.config = config
+        shared = {"num_skills": config.num_skills, "hidden": config.hidden, "layers": config.layers,
+                  "max_seq_len": config.max_seq_len, "dropout": config.dropout}
+        self.dkt = DKT(DKTConfig(**shared, count_features=config.count_features))
+        self.attn = AttentionKT(AttentionConfig(**shared, heads=config.heads))
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As ``DKT.forward``: the members' mean logit as probabilities (B, T, S); the sum of their losses."""
+        p_dkt, loss_dkt = self.dkt(tokens, targets, mask)
+        p_attn, loss_attn = self.attn(tokens, targets, mask)
+        probs = torch.sigmoid((torch.logit(p_dkt, eps=1e-7) + torch.logit(p_attn, eps=1e-7)) / 2)
+        return probs, None if targets is None else loss_dkt + loss_attn
+
+    def step_state(
+        self, tokens: torch.Tensor, state: None = None, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, None]:
+        """As ``AttentionKT.step_state``: probabilities (B, S) after each row's last real token, no state."""
+        if state is not None:
+            raise ValueError("EnsembleKT has no recurrent state to continue from")
+        p_dkt, _ = self.dkt.step_state(tokens, None, lengths)
+        p_attn, _ = self.attn.step_state(tokens, None, lengths)
+        return torch.sigmoid((torch.logit(p_dkt, eps=1e-7) + torch.logit(p_attn, eps=1e-7)) / 2), None
+
+
+MODELS = ("dkt", "attn", "ensemble")  # the values of the hyperparameter ``model``
+
+
+def build_model(name: str, config: dict) -> DKT | AttentionKT | EnsembleKT:
+    """The model named ``name`` (model.json's "model", default "dkt") from its config dict."""
+    if name == "dkt":
+        return DKT(DKTConfig(**config))
+    if name == "attn":
+        return AttentionKT(AttentionConfig(**config))
+    if name == "ensemble":
+        return EnsembleKT(EnsembleConfig(**config))
+    raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")

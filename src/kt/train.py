@@ -1,4 +1,4 @@
-"""DKT training entry point, following the SageMaker training container contract.
+"""Training entry point (``--model=dkt|attn|ensemble``, kt.model), following the SageMaker training contract.
 
     python -m kt.train                      # in the container: everything from SM_* and /opt/ml
     kt train --train .kt/lake/processed/ednet --model-dir /tmp/model --epochs=5
@@ -46,8 +46,8 @@ from kt import artifact, calibration, lake
 from kt.aws_requests import METRIC_REGEXES  # noqa: F401 - the lines printed below must match them
 from kt.config import TrainingPaths, training_paths
 from kt.data import BatchDataset, SkillVocab, bucketed_batches, make_windows, read_sequences, read_skills
-from kt.evaluate import base_rates, metrics, predict_windows
-from kt.model import DKT, DKTConfig
+from kt.evaluate import base_rates, metrics, predict_windows, served_windows
+from kt.model import MODELS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ INTERRUPTED_EXIT_CODE = 143  # 128 + SIGTERM
 @dataclass
 class Hyperparameters:
     # model
+    # one of kt.model.MODELS: dkt (LSTM), attn (self-attention, kt.model.AttentionKT) or ensemble (both, averaged)
+    model: str = "dkt"
     hidden: int = 128
     layers: int = 2
     max_seq_len: int = 200
@@ -65,7 +67,8 @@ class Hyperparameters:
     # histories are then learned and validated with a warm LSTM state, as they are served
     window_context: int = 0
     dropout: float = 0.2
-    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model)
+    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model; not attn)
+    heads: int = 4  # attention heads (attn, ensemble)
     # optimisation
     epochs: int = 20
     batch_size: int = 64  # windows per batch
@@ -79,13 +82,20 @@ class Hyperparameters:
     num_workers: int = 0  # DataLoader workers padding batches beside training
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
-    def model_config(self, num_skills: int) -> DKTConfig:
-        return DKTConfig(num_skills=num_skills, hidden=self.hidden, layers=self.layers,
-                         max_seq_len=self.max_seq_len, dropout=self.dropout,
-                         count_features=bool(self.count_features))
+    def model_config(self, num_skills: int) -> dict:
+        """The config dict of ``kt.model.build_model(self.model, ...)``: only the fields that model reads."""
+        config = {"num_skills": num_skills, "hidden": self.hidden, "layers": self.layers,
+                  "max_seq_len": self.max_seq_len, "dropout": self.dropout}
+        if self.model == "attn":
+            return {**config, "heads": self.heads}
+        if self.model == "ensemble":
+            return {**config, "heads": self.heads, "count_features": bool(self.count_features)}
+        return {**config, "count_features": bool(self.count_features)}
 
 
-def _convert(kind: str, raw: object) -> int | float:
+def _convert(kind: str, raw: object) -> int | float | str:
+    if kind == "str":
+        return str(raw).strip()
     number = float(str(raw).strip())
     if kind == "float":
         return number
@@ -109,6 +119,10 @@ def parse_hyperparameters(values: dict[str, object], base: Hyperparameters | Non
         except ValueError as e:
             raise ValueError(f"hyperparameter {key}: expected {types[name]}, got {raw!r}") from e
         setattr(hp, name, value)
+    if hp.model not in MODELS:
+        raise ValueError(f"hyperparameter model: expected one of {', '.join(MODELS)}, got {hp.model!r}")
+    if hp.model == "attn" and hp.count_features:
+        raise ValueError("hyperparameter count_features: the attn model reads no counts")
     return hp
 
 
@@ -160,8 +174,8 @@ class Trainer:
         self.skill_topics = {int(s): t for s, t in zip(skills["skill_id"].to_pylist(), skills["topic"].to_pylist())}
         self.train_sequences = read_sequences(processed, "train")
         self.train_windows = make_windows(self.train_sequences, self.vocab, hp.max_seq_len, context=hp.window_context)
-        self.valid_windows = make_windows(read_sequences(processed, "valid"), self.vocab, hp.max_seq_len,
-                                          context=hp.window_context)
+        self.valid_sequences = read_sequences(processed, "valid")
+        self.valid_windows = make_windows(self.valid_sequences, self.vocab, hp.max_seq_len, context=hp.window_context)
         if not self.train_windows or not self.valid_windows:
             raise ValueError(f"{processed}: the train and valid splits need sequences of two or more answers")
         # answers in a batch of batch_size windows on average: the loss's fixed denominator (see train_epoch)
@@ -172,7 +186,7 @@ class Trainer:
         torch.manual_seed(hp.seed)
         random.seed(hp.seed)
         np.random.seed(hp.seed)
-        self.model = DKT(hp.model_config(len(self.vocab))).to(self.device)
+        self.model = build_model(hp.model, hp.model_config(len(self.vocab))).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         self.epoch = 0
         self.step_in_epoch = 0
@@ -247,9 +261,12 @@ class Trainer:
         self.model.load_state_dict(self.best_state)
         self.model.to("cpu")
         self.device = torch.device("cpu")
-        valid_y, valid_p = predict_windows(self.model, self.valid_windows)  # the best epoch's, for model.json too
-        return {"valid": metrics(valid_y, valid_p), "valid_predictions": (valid_y, valid_p), "epochs": self.epoch,
-                "history": self.history}
+        # The best epoch's valid predictions made as serving makes them (warm context): the temperature is
+        # fitted on these, so it calibrates what the endpoint and the batch transform return. "valid" stays
+        # the figure early stopping chose by (the epochs' metric lines), on the training windows.
+        served = served_windows(self.valid_sequences, self.vocab, self.hp.max_seq_len)
+        return {"valid": self.valid_metrics(), "valid_predictions": predict_windows(self.model, served),
+                "epochs": self.epoch, "history": self.history}
 
     def train_epoch(self) -> dict:
         """The rest of the current epoch (all of it, unless resumed mid-epoch), validation, checkpoint."""
@@ -317,6 +334,7 @@ class Trainer:
         valid_y, valid_pred = result["valid_predictions"]
         return {
             "model_version": self.paths.job_name,
+            "model": self.hp.model,  # kt.model.build_model's name; absent in models trained before it: dkt
             "config": self.model.config.to_dict(),
             "skill_ids": self.vocab.skill_ids,
             "skill_topics": {str(s): self.skill_topics.get(s, "other") for s in self.vocab.skill_ids},
@@ -375,7 +393,7 @@ def write_failure(paths: TrainingPaths, message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kt train",
-        description="Train DKT (SageMaker training contract). Unknown --key=value pairs are hyperparameters: "
+        description="Train a kt.model model (SageMaker training contract). Unknown --key=value pairs are hyperparameters: "
         + ", ".join(f.name for f in fields(Hyperparameters)),
     )
     parser.add_argument("--train", help="processed data directory (default: SM_CHANNEL_TRAINING)")
