@@ -53,9 +53,11 @@ def test_cli_arguments_override_the_json_file(tmp_path):
 
 
 def test_metric_regexes_capture_the_printed_lines():
-    line = "epoch=2; train_loss=0.61234; valid_auc=0.77120; valid_ece=0.01000; interactions_per_s=45012;"
-    captured = {name: re.findall(regex, line) for name, regex in METRIC_REGEXES.items()}
-    assert captured == {"train_loss": ["0.61234"], "valid_auc": ["0.77120"], "interactions_per_s": ["45012"]}
+    log = ("epoch=2; train_loss=0.61234; valid_auc=0.77120; valid_ece=0.01000; interactions_per_s=45012;\n"
+           "test_auc=0.76500; current_test_auc=0.75000;\n")  # an epoch's line, then kt.job_evaluation's
+    captured = {name: re.findall(regex, log) for name, regex in METRIC_REGEXES.items()}
+    assert captured == {"train_loss": ["0.61234"], "valid_auc": ["0.77120"], "interactions_per_s": ["45012"],
+                        "test_auc": ["0.76500"]}
 
 
 def _train_cmd(lake: str, root: str, *extra: str) -> list[str]:
