@@ -60,7 +60,6 @@ HISTORY_TS = "history_ts"  # kt-history ts of the last answer the row (and its s
 HISTORY_ITEMS = "history_items"  # kt-history answers it covers (answers on skills the model lacks included)
 DKT_STATE = "dkt_state"  # the transform's "state" after history_ts (docs/contracts.md §6.4), absent when none
 STATE_KEYS = ("user_id", DKT_STATE, HISTORY_TS, HISTORY_ITEMS)
-BATCH_GET = 100  # keys per BatchGetItem
 THROTTLED = ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded")
 THROTTLE_ATTEMPTS = 8
 THROTTLE_BACKOFF_S = 0.1  # first wait after a throttled write; doubles each time, at most 5 s
@@ -293,27 +292,16 @@ def count_answers_until(client: Any, table: str, user_id: str, ts: str) -> int:
     ))
 
 
-def get_states(client: Any, table: str, user_ids: list[str]) -> dict[str, dict]:
-    """user_id -> the incremental refresh's attributes of its kt-mastery row (STATE_KEYS), rows that have them."""
-    found: dict[str, dict] = {}
+def get_state(client: Any, table: str, user_id: str) -> dict | None:
+    """The incremental refresh's attributes of a user's kt-mastery row (STATE_KEYS), or None before its first night.
+
+    One GetItem per user (a BatchGetItem would save requests, not read units); build_inputs runs them in threads.
+    """
     names = {f"#k{i}": k for i, k in enumerate(STATE_KEYS)}
-    for start in range(0, len(user_ids), BATCH_GET):
-        pending = {table: {"Keys": [{"user_id": {"S": u}} for u in user_ids[start : start + BATCH_GET]],
-                           "ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names,
-                           "ConsistentRead": True}}
-        for attempt in range(THROTTLE_ATTEMPTS):
-            reply = client.batch_get_item(RequestItems=pending)
-            for item in reply.get("Responses", {}).get(table, []):
-                row = deserialize(item)
-                if HISTORY_TS in row:
-                    found[row["user_id"]] = row
-            pending = reply.get("UnprocessedKeys") or {}
-            if not pending:
-                break
-            _backoff(attempt)
-        else:
-            raise RuntimeError(f"{table}: keys still unprocessed after {THROTTLE_ATTEMPTS} attempts")
-    return found
+    item = client.get_item(TableName=table, Key={"user_id": {"S": user_id}}, ConsistentRead=True,
+                           ProjectionExpression=", ".join(names), ExpressionAttributeNames=names).get("Item")
+    row = deserialize(item) if item else {}
+    return row if HISTORY_TS in row else None
 
 
 def get_mastery(client: Any, table: str, user_id: str) -> dict | None:

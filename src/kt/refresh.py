@@ -122,8 +122,8 @@ def _sequence(history: list[dict], known_skills: set[int] | None) -> tuple[list[
     return kept, len(sequence) - len(kept)
 
 
-def input_line(client: Any, history_table: str, user_id: str, stored: dict | None, model_version: str | None,
-               known_skills: set[int] | None) -> tuple[dict, str, int]:
+def input_line(client: Any, history_table: str, user_id: str, model_version: str | None,
+               mastery_table: str | None, known_skills: set[int] | None) -> tuple[dict, str, int]:
     """One user's transform input line, how it was made ("incremental", "full", "late") and the answers dropped.
 
     Incremental when the user's kt-mastery row holds a state of this model version and kt-history holds exactly
@@ -131,6 +131,7 @@ def input_line(client: Any, history_table: str, user_id: str, stored: dict | Non
     Both kinds ask for the state back (return_state) and carry history_ts/history_items, what the row will cover.
     """
     kind = "full"
+    stored = dynamo.get_state(client, mastery_table, user_id) if mastery_table and model_version else None
     state = (stored or {}).get(dynamo.DKT_STATE)
     if state is not None and model_version is not None and state.get("model_version") == model_version:
         covered = dynamo.count_answers_until(client, history_table, user_id, stored[dynamo.HISTORY_TS])
@@ -155,8 +156,8 @@ def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str,
                  mastery_table: str | None = None, workers: int = 8) -> dict:
     """Write one JSON line per active user (incremental from the stored state where it can be); return counts.
 
-    Streams: USERS_PER_FILE users at a time are read (their stored states in one BatchGetItem per 100, their
-    answers by ``workers`` threads) and written as one part file, so memory does not grow with the users.
+    Streams: USERS_PER_FILE users at a time are read (stored state and answers, by ``workers`` threads) and
+    written as one part file, so memory does not grow with the users.
     Without ``mastery_table`` and ``model_version`` every user gets a full recompute.
     """
     users = active_users(client, history_table, days)
@@ -167,8 +168,7 @@ def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str,
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for part, start in enumerate(range(0, len(users), USERS_PER_FILE)):
             chunk = users[start : start + USERS_PER_FILE]
-            stored = dynamo.get_states(client, mastery_table, chunk) if mastery_table and model_version else {}
-            made = pool.map(lambda u: input_line(client, history_table, u, stored.get(u), model_version,
+            made = pool.map(lambda u: input_line(client, history_table, u, model_version, mastery_table,
                                                  known_skills), chunk)
             body = []
             for line, kind, dropped in made:
