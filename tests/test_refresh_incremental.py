@@ -234,3 +234,21 @@ def test_writes_throttled_past_every_retry_fail_the_load_and_the_watermark_stays
     assert refresh.read_watermark(root) is None and rows(ddb, MASTERY) == {}
     _, loaded = run_night(ddb, model, root, MASTERY, NIGHTS[0], incremental=True)  # the rerun: all of them
     assert loaded.written == 8 == len(rows(ddb, MASTERY))
+
+
+def test_by_day_and_histories_are_read_page_by_page(ddb):
+    """Three items a page (DynamoDB stops a page at 1 MB): every active user and every answer still comes back."""
+    pages = {"n": 0}
+
+    def small_pages(params, **kwargs):
+        params["Limit"] = 3
+        pages["n"] += 1
+
+    ddb.meta.events.register("provide-client-params.dynamodb.Query", small_pages)
+    dynamo.put_history(ddb, HISTORY, answers_of_night(NIGHTS[0], random.Random(1), [1, 2, 3]))
+    active = {f"u{u}" for u in range(8) if dynamo.user_history(ddb, HISTORY, f"u{u}")}
+    pages["n"] = 0
+    assert refresh.active_users(ddb, HISTORY, [NIGHTS[0]]) == sorted(active) and pages["n"] > 3
+    assert len(dynamo.user_history(ddb, HISTORY, "u0")) == 40
+    assert dynamo.count_answers_until(ddb, HISTORY, "u0", f"{NIGHTS[0]}T08:09:00.000Z#~") == 10
+    assert len(dynamo.user_history(ddb, HISTORY, "u0", after_ts=f"{NIGHTS[0]}T08:09:00.000Z#~")) == 30
