@@ -404,7 +404,7 @@ def main() -> int:
         for users in counts:  # one process each: its peak RSS is that run's alone
             out = subprocess.run([sys.executable, __file__, "--users", str(users), "--active", str(args.active),
                                   "--per-day", str(args.per_day), "--seed", str(args.seed), "--model", tarball,
-                                  "--json"], capture_output=True, text=True, check=True)
+                                  "--json"], stdout=subprocess.PIPE, text=True, check=True)
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             report(results[-1])
         print("\nmemory by user count (full night / incremental night):")
