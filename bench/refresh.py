@@ -5,7 +5,8 @@
     .venv/bin/python bench/refresh.py --window-check                   # stateful whole history vs last window
 
 A night is the DAG's steps on this machine: ``kt.refresh.build_inputs`` (kt-history and kt-mastery in a moto
-server, a child process: the bench process's memory is the refresh's), the batch transform (``kt.local_sagemaker.run_transform_job``: the model server in a child
+server, a child process: the bench process's memory is the refresh's), the batch transform
+(``kt.local_sagemaker.run_transform_job``: the model server in a child
 process, MultiRecord payloads over HTTP) and ``kt.refresh.load_outputs``. The full night scores every active
 user from the whole history (no stored state: the first night, or after a promotion); the incremental night,
 the next day, from the states the full night stored plus that day's answers. Both feed every answer to the
@@ -16,8 +17,8 @@ user has answered ``--per-day`` answers a day for 30-300 days before it. Only ac
 in kt-history: the night never reads another user's (the by_day index names the active ones), so the others
 would cost loading time and nothing else. The histories go straight into moto's backend (setup, not
 measured; moto's query lists the whole table for every query, so ``partition_queries`` hands it the key's
-partition: same results). sync_history (the local runtime's reload of kt-history from the lake) is not measured: on AWS the
-tutor writes kt-history and that step does nothing.
+partition: same results). sync_history (the local runtime's reload of kt-history from the lake) is not
+measured: on AWS the tutor writes kt-history and that step does nothing.
 
 DynamoDB units are estimated from item sizes (DynamoDB's rule: names + values, 1 WRU per KB written, 1 RRU
 per 4 KB read consistently): moto does not report consumed capacity.
@@ -120,7 +121,8 @@ def put_histories(users: list[str], per_day: int, skills: list[int], rng: random
 
 def day_answers(user: str, day: date, per_day: int, skills: list[int], rng: random.Random) -> list[dict]:
     return [{"user_id": user, "answer_id": f"{day.isoformat()}-{i}", "skill_id": rng.choice(skills),
-             "correct": int(rng.random() < 0.6), "answered_at": f"{day.isoformat()}T{10 + i // 60:02d}:{i % 60:02d}:00.000Z"}
+             "correct": int(rng.random() < 0.6),
+             "answered_at": f"{day.isoformat()}T{10 + i // 60:02d}:{i % 60:02d}:00.000Z"}
             for i in range(per_day)]
 
 
@@ -224,7 +226,8 @@ def night_steps(client, root: str, tarball: str, run_date: str, skills: set[int]
     loaded = refresh.load_outputs(client, MASTERY, root, run_date, last_day=run_date)
     figures["load_s"] = time.perf_counter() - t
     wru = sum(math.ceil(item_bytes(i) / 1024) for part in refresh.night_parts(root, run_date, "x") for i in part.items)
-    figures.update(rru=read_units(root, run_date), users=built["users"], full=built["full"] + built["late"], incremental=built["incremental"],
+    figures.update(rru=read_units(root, run_date), users=built["users"], full=built["full"] + built["late"],
+                   incremental=built["incremental"],
                    answers_fed=built["answers_fed"], written=loaded.written, errors=loaded.errors,
                    lake_bytes=sum(lake.size(uri) for uri in lake.list_files(night)), wru=wru)
     figures["end_to_end_s"] = figures["build_s"] + figures["transform_s"] + figures["load_s"]
@@ -293,8 +296,8 @@ def bench(users: int, active_share: float, per_day: int, tarball: str, seed: int
                             "".join(json.dumps(a) + "\n" for a in tonight))
             incremental = run_night(client, root, tarball, NIGHT.isoformat(), set(skills), version, work, moto.pid)
     finally:
-        moto.stdin.close()
-        moto.wait(60)
+        moto.kill()  # nothing in it to keep; a clean stop of a server holding ~1M items takes minutes
+        moto.wait()
     return {"users": users, "active": len(active), "per_day": per_day, "history_answers": ready["history_answers"],
             "setup_s": ready["setup_s"], "full": full, "incremental": incremental, "peak_rss_mib": peak_rss_mib()}
 
@@ -412,7 +415,8 @@ def main() -> int:
             print(f"  {r['users']:>9,} users ({r['active']:,} active): bench process RSS growth in the night "
                   f"{r['full']['night_rss_growth_mib']:.0f} / {r['incremental']['night_rss_growth_mib']:.0f} MiB, "
                   f"model server peak {r['full']['transform_peak_rss_mib']:.0f} / "
-                  f"{r['incremental']['transform_peak_rss_mib']:.0f} MiB; bench process peak {r['peak_rss_mib']:.0f} MiB")
+                  f"{r['incremental']['transform_peak_rss_mib']:.0f} MiB; "
+                  f"bench process peak {r['peak_rss_mib']:.0f} MiB")
     return 0
 
 

@@ -48,7 +48,8 @@ def transform(model: inference.LoadedModel, lake_root: str, run_date: str, state
             if result.get("user_id") in stateless_users:
                 result["state"] = None
         name = uri.rsplit("/", 1)[1]
-        lake.write_text(lake.join(night, "output", f"{name}.out"), inference.output_fn(prediction, inference.JSON_LINES))
+        out = inference.output_fn(prediction, inference.JSON_LINES)
+        lake.write_text(lake.join(night, "output", f"{name}.out"), out)
 
 
 def answers_of_night(night: str, rng: random.Random, skills: list[int]) -> list[dict]:
@@ -59,7 +60,8 @@ def answers_of_night(night: str, rng: random.Random, skills: list[int]) -> list[
         for i in range(40 if u == 0 else rng.randint(0, 6)):
             skill = 999_999 if u == 5 and i == 0 else rng.choice(skills)
             answers.append({"user_id": f"u{u}", "answer_id": f"{night}-{u}-{i}", "skill_id": skill,
-                            "correct": rng.randint(0, 1), "answered_at": f"{night}T{8 + i // 60:02d}:{i % 60:02d}:00.000Z"})
+                            "correct": rng.randint(0, 1),
+                            "answered_at": f"{night}T{8 + i // 60:02d}:{i % 60:02d}:00.000Z"})
     return answers
 
 
@@ -70,8 +72,8 @@ def late_answer(answered_at: str, skill: int) -> dict:
 
 def run_night(ddb, model, lake_root: str, table_name: str, night: str, incremental: bool, **transform_kwargs):
     days = refresh.days_to_refresh(refresh.read_watermark(lake_root, night), night)
-    built = refresh.build_inputs(ddb, HISTORY, lake_root, night, days, known_skills=set(model.skill_ids),
-                                 **({"model_version": model.version, "mastery_table": table_name} if incremental else {}))
+    stored = {"model_version": model.version, "mastery_table": table_name} if incremental else {}
+    built = refresh.build_inputs(ddb, HISTORY, lake_root, night, days, known_skills=set(model.skill_ids), **stored)
     transform(model, lake_root, night, **transform_kwargs)
     return built, refresh.load_outputs(ddb, table_name, lake_root, night, last_day=days[-1])
 
@@ -171,8 +173,9 @@ def test_a_null_state_means_a_full_recompute_next_night(ddb, models, tmp_path):
     dynamo.put_history(ddb, HISTORY, answers_of_night(NIGHTS[0], rng, model.skill_ids))
     run_night(ddb, model, root, MASTERY, NIGHTS[0], incremental=True, stateless_users={"u0"})
     assert "dkt_state" not in rows(ddb, MASTERY)["u0"] and "dkt_state" in rows(ddb, MASTERY)["u1"]
-    dynamo.put_history(ddb, HISTORY, [{"user_id": u, "answer_id": f"n2-{u}", "skill_id": model.skill_ids[0],
-                                       "correct": 1, "answered_at": f"{NIGHTS[1]}T09:00:00.000Z"} for u in ("u0", "u1")])
+    second = [{"user_id": u, "answer_id": f"n2-{u}", "skill_id": model.skill_ids[0], "correct": 1,
+               "answered_at": f"{NIGHTS[1]}T09:00:00.000Z"} for u in ("u0", "u1")]
+    dynamo.put_history(ddb, HISTORY, second)
     built, _ = run_night(ddb, model, root, MASTERY, NIGHTS[1], incremental=True)
     assert (built["full"], built["incremental"]) == (1, 1)
     assert built["answers_fed"] == 1 + rows(ddb, MASTERY)["u0"]["n_interactions"]

@@ -144,7 +144,8 @@ def input_line(client: Any, history_table: str, user_id: str, model_version: str
         new = dynamo.user_history(client, history_table, user_id)
         last_ts, items, state = new[-1]["ts"], len(new), None
     sequence, dropped = _sequence(new, known_skills)
-    line = {"user_id": user_id, "as_of": last_ts.split("#", 1)[0], "user_sequence": sequence, "return_state": True,
+    line = {"user_id": user_id, "as_of": dynamo.answered_at({"ts": last_ts}), "user_sequence": sequence,
+            "return_state": True,
             dynamo.HISTORY_TS: last_ts, dynamo.HISTORY_ITEMS: items}
     if state is not None:
         line["state"] = state
@@ -169,7 +170,7 @@ def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str,
     input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
     lake.delete(input_prefix)
     counts = {"users": len(users), "days": days, "full": 0, "incremental": 0, "late": 0, "answers_fed": 0,
-              "dropped_unknown_skill_answers": 0, "input_bytes": 0}
+              "dropped_unknown_skill_answers": 0}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for part, start in enumerate(range(0, len(users), USERS_PER_FILE)):
             chunk = users[start : start + USERS_PER_FILE]
@@ -181,9 +182,7 @@ def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str,
                 counts["answers_fed"] += fed
                 counts["dropped_unknown_skill_answers"] += dropped
                 body.append(text)
-            text = "".join(body)
-            counts["input_bytes"] += len(text.encode("utf-8"))
-            lake.write_text(lake.join(input_prefix, f"part-{part:05d}.jsonl"), text)
+            lake.write_text(lake.join(input_prefix, f"part-{part:05d}.jsonl"), "".join(body))
     if counts["dropped_unknown_skill_answers"]:
         log.warning("dropped %d answers on skills the model does not know", counts["dropped_unknown_skill_answers"])
     log.info("refresh inputs: %d users (%d incremental, %d full, %d full after late answers), %d answers fed",
