@@ -6,12 +6,15 @@ into the DynamoDB table `kt-mastery` (docs/contracts.md §7). Logic: `kt.refresh
 1. **sync_history**: locally the lake's answer events are loaded into
    `kt-history` (on aws the tutor writes it; nothing to do).
 2. **build_inputs**: users with answers since the watermark (the `by_day`
-   index of `kt-history`), each with their whole history, as JSON Lines under
-   `inference/batch/<date>/input/`, and the transform request for the promoted model.
+   index of `kt-history`) as JSON Lines under `inference/batch/<date>/input/`,
+   each with the model state stored on their `kt-mastery` row and only the
+   answers since (or, without a state of the promoted model, or after a late
+   answer, their whole history), and the transform request for the promoted model.
 3. **batch_transform**: `SageMakerTransformOperator` on aws, the local transform
    runner locally (same request); skipped when nobody was active.
-4. **load_mastery**: conditional, batched writes into `kt-mastery` (never an
-   older `as_of` over a newer one); the watermark moves only after all of them.
+4. **load_mastery**: conditional, batched writes into `kt-mastery`, each row
+   with its new state (never an older `as_of` over a newer one; throttled
+   writes retried with backoff); the watermark moves only after all of them.
 
 A failed or repeated run loses nothing and duplicates nothing: the watermark
 stays until the load finishes, and rewriting the same evidence is a no-op.

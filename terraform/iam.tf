@@ -393,7 +393,7 @@ data "aws_iam_policy_document" "airflow" {
 
   statement {
     sid       = "WriteMastery"
-    actions   = ["dynamodb:UpdateItem"] # kt.dynamo.put_mastery_conditional: an update keeps the Phase 1 counters
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"] # kt.dynamo.get_state (the refresh state); put_mastery_conditional: an update keeps the Phase 1 counters
     resources = [aws_dynamodb_table.mastery.arn]
   }
 

@@ -10,18 +10,21 @@ reasons: both markers there is a duplicate, only the id marker a conflict.
 
 Mastery writes are conditional so that an older ``as_of`` never replaces a
 newer row and a repeated refresh changes nothing. BatchWriteItem cannot carry
-conditions, so rows go as conditional UpdateItems, 25 at a time in parallel,
-with throttling retried by the client's adaptive backoff.
+conditions, so rows go as conditional UpdateItems, 25 at a time in parallel;
+throttling is retried by the client's adaptive backoff and, past it, by
+``put_mastery_conditional``'s own (nothing is dropped: a write that still fails
+fails the load, and the watermark stays).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -45,11 +48,21 @@ BAYES_N = "bayes_n"  # every answer counted
 BAYES_AS_OF = "bayes_as_of"  # answered_at of the last answer counted
 ANSWER_UPDATE = f"ADD #answers :one, #right :correct, {BAYES_N} :one SET {BAYES_AS_OF} = :answered_at"
 
-# Replace a mastery row's DKT fields only with newer evidence, or the same evidence scored by another model/source.
+# Replace a mastery row's DKT fields only with newer evidence, the same evidence scored by another model/source,
+# or more of it: a late answer (answered before the row's as_of) leaves as_of as it was but adds to history_items.
 MASTERY_CONDITION = (
     "attribute_not_exists(as_of) OR as_of < :as_of"
-    " OR (as_of = :as_of AND (model_version <> :model_version OR #source <> :source))"
+    " OR (as_of = :as_of AND (model_version <> :model_version OR #source <> :source"
+    " OR history_items < :history_items))"
 )
+# kt-mastery attributes of the incremental refresh (docs/contracts.md §7.2): what the row covers, and the state.
+HISTORY_TS = "history_ts"  # kt-history ts of the last answer the row (and its state) covers
+HISTORY_ITEMS = "history_items"  # kt-history answers it covers (answers on skills the model lacks included)
+DKT_STATE = "dkt_state"  # the transform's "state" after history_ts (docs/contracts.md §6.4), absent when none
+STATE_KEYS = ("user_id", DKT_STATE, HISTORY_TS, HISTORY_ITEMS)
+THROTTLED = ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded")
+THROTTLE_ATTEMPTS = 8
+THROTTLE_BACKOFF_S = 0.1  # first wait after a throttled write; doubles each time, at most 5 s
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -220,43 +233,75 @@ def set_bayes_counters(client: Any, history_table: str, mastery_table: str) -> i
     return len(by_user)
 
 
-def _batch_write(client: Any, table: str, requests: list[dict], attempts: int = 8) -> None:
+def _backoff(attempt: int) -> None:
+    """Wait before retrying what DynamoDB did not take (throttled): exponential, capped at 5 s."""
+    time.sleep(min(5.0, THROTTLE_BACKOFF_S * 2**attempt))
+
+
+def _batch_write(client: Any, table: str, requests: list[dict], attempts: int = THROTTLE_ATTEMPTS) -> None:
     pending = {table: requests}
     for attempt in range(attempts):
         unprocessed = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
         if not unprocessed:
             return
         pending = unprocessed
-        time.sleep(min(2.0, 0.05 * 2**attempt))  # backoff before retrying what DynamoDB did not take
+        _backoff(attempt)
     raise RuntimeError(f"{table}: {len(pending.get(table, []))} items still unprocessed after {attempts} attempts")
 
 
-def _query_all(client: Any, **kwargs: Any) -> list[dict]:
-    items: list[dict] = []
+def _query_pages(client: Any, **kwargs: Any) -> Iterator[dict]:
+    """Every page of a query, one at a time (a day of by_day can hold millions of answers)."""
     while True:
         page = client.query(**kwargs)
-        items.extend(page.get("Items", []))
+        yield page
         if "LastEvaluatedKey" not in page:
-            return items
+            return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+def _query_all(client: Any, **kwargs: Any) -> list[dict]:
+    return [item for page in _query_pages(client, **kwargs) for item in page.get("Items", [])]
+
+
 def users_active_on(client: Any, table: str, day: str) -> set[str]:
-    """Users with an answer on that day (the by_day index)."""
-    items = _query_all(
+    """Users with an answer on that day (the by_day index), read page by page: only the ids are kept."""
+    users: set[str] = set()
+    for page in _query_pages(
         client, TableName=table, IndexName="by_day", KeyConditionExpression="#d = :d",
         ExpressionAttributeNames={"#d": "day"}, ExpressionAttributeValues={":d": {"S": day}},
-    )
-    return {i["user_id"]["S"] for i in items}
+    ):
+        users.update(i["user_id"]["S"] for i in page.get("Items", []))
+    return users
 
 
-def user_history(client: Any, table: str, user_id: str) -> list[dict]:
-    """All answers of a user in time order (not the markers)."""
-    items = _query_all(
-        client, TableName=table, KeyConditionExpression="user_id = :u AND ts < :markers",
-        ExpressionAttributeValues={":u": {"S": user_id}, ":markers": {"S": MARKERS_FROM}}, ConsistentRead=True,
-    )
-    return [deserialize(i) for i in items]
+def user_history(client: Any, table: str, user_id: str, after_ts: str | None = None) -> list[dict]:
+    """A user's answers in time order (not the markers); with ``after_ts``, only those whose ts sorts after it."""
+    condition, values = "user_id = :u AND ts < :markers", {":u": {"S": user_id}, ":markers": {"S": MARKERS_FROM}}
+    if after_ts is not None:  # one condition per sort key: BETWEEN, then the bound itself dropped
+        condition, values[":after"] = "user_id = :u AND ts BETWEEN :after AND :markers", {"S": after_ts}
+    items = _query_all(client, TableName=table, KeyConditionExpression=condition,
+                       ExpressionAttributeValues=values, ConsistentRead=True)
+    return [h for h in map(deserialize, items) if after_ts is None or h["ts"] > after_ts]
+
+
+def count_answers_until(client: Any, table: str, user_id: str, ts: str) -> int:
+    """How many of a user's answers sort at or before ts (a COUNT query: nothing but the number comes back)."""
+    return sum(page["Count"] for page in _query_pages(
+        client, TableName=table, KeyConditionExpression="user_id = :u AND ts <= :ts", Select="COUNT",
+        ExpressionAttributeValues={":u": {"S": user_id}, ":ts": {"S": ts}}, ConsistentRead=True,
+    ))
+
+
+def get_state(client: Any, table: str, user_id: str) -> dict | None:
+    """The incremental refresh's attributes of a user's kt-mastery row (STATE_KEYS), or None before its first night.
+
+    One GetItem per user (a BatchGetItem would save requests, not read units); build_inputs runs them in threads.
+    """
+    names = {f"#k{i}": k for i, k in enumerate(STATE_KEYS)}
+    item = client.get_item(TableName=table, Key={"user_id": {"S": user_id}}, ConsistentRead=True,
+                           ProjectionExpression=", ".join(names), ExpressionAttributeNames=names).get("Item")
+    row = deserialize(item) if item else {}
+    return row if HISTORY_TS in row else None
 
 
 def get_mastery(client: Any, table: str, user_id: str) -> dict | None:
@@ -273,32 +318,41 @@ class WriteResult:
 def put_mastery_conditional(client: Any, table: str, item: dict) -> bool:
     """Write one mastery row unless the table holds newer (or identical) evidence; True when written.
 
-    An UpdateItem of the row's fields, not a PutItem: the Phase 1 counters on the row stay.
+    An UpdateItem of the row's fields, not a PutItem: the Phase 1 counters on the row stay. A field given as
+    None is removed (a transform that returned no state leaves none behind). A throttled write is retried with
+    backoff (THROTTLE_ATTEMPTS in all, beyond the client's own retries), then raised: never dropped.
     """
     fields = {k: v for k, v in item.items() if k != "user_id"}
     names = {f"#f{i}": k for i, k in enumerate(fields)}
     values = {f":f{i}": serialize({"v": v})["v"] for i, v in enumerate(fields.values()) if v is not None}
     sets = [f"#f{i} = :f{i}" for i in range(len(fields)) if f":f{i}" in values]
     removes = [f"#f{i}" for i in range(len(fields)) if f":f{i}" not in values]
-    try:
-        client.update_item(
-            TableName=table,
-            Key={"user_id": {"S": item["user_id"]}},
-            UpdateExpression="SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else ""),
-            ConditionExpression=MASTERY_CONDITION,
-            ExpressionAttributeNames={**names, "#source": "source"},
-            ExpressionAttributeValues={
-                **values,
-                ":as_of": {"S": item["as_of"]},
-                ":model_version": {"S": item["model_version"]},
-                ":source": {"S": item["source"]},
-            },
-        )
-        return True
-    except ClientError as e:
-        if e.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise
+    request = {
+        "TableName": table,
+        "Key": {"user_id": {"S": item["user_id"]}},
+        "UpdateExpression": "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else ""),
+        "ConditionExpression": MASTERY_CONDITION,
+        "ExpressionAttributeNames": {**names, "#source": "source"},
+        "ExpressionAttributeValues": {
+            **values,
+            ":as_of": {"S": item["as_of"]},
+            ":model_version": {"S": item["model_version"]},
+            ":source": {"S": item["source"]},
+            ":history_items": {"N": str(item.get(HISTORY_ITEMS) or 0)},
+        },
+    }
+    for attempt in itertools.count(1):
+        try:
+            client.update_item(**request)
+            return True
+        except ClientError as e:
+            code = e.response["Error"]["Code"]
+            if code == "ConditionalCheckFailedException":
+                return False
+            if code not in THROTTLED or attempt == THROTTLE_ATTEMPTS:
+                raise
+            log.warning("%s: write of %s throttled (%s), retrying", table, item["user_id"], code)
+            _backoff(attempt - 1)
 
 
 def write_mastery(client: Any, table: str, items: list[dict], workers: int = 8) -> WriteResult:

@@ -95,6 +95,9 @@ class RefreshSummary:
     written: int
     skipped_stale: int
     errors: int
+    incremental: int = 0  # users fed their stored state and the answers since
+    full: int = 0  # users fed their whole history (no usable state, or a late answer)
+    answers_fed: int = 0
 
 
 def refresh_local(settings: Settings, run_date: str, run: str, work_dir: str) -> RefreshSummary:
@@ -112,13 +115,15 @@ def refresh_local(settings: Settings, run_date: str, run: str, work_dir: str) ->
     with tempfile.TemporaryDirectory() as tmp:
         info = artifact.read_info(artifact.unpack(current["model_data_url"], tmp))
     built = refresh.build_inputs(client, settings.history_table, settings.lake, run_date, days,
-                                 known_skills={int(s) for s in info["skill_ids"]})
+                                 known_skills={int(s) for s in info["skill_ids"]}, model_version=info["model_version"],
+                                 mastery_table=settings.mastery_table)
     model_request = aws_requests.model(settings, run, current["model_data_url"])
     transform_request = aws_requests.transform_job(settings, run, run_date, model_request["ModelName"])
     if built["users"]:
         local_sagemaker.run_transform_job({"Model": model_request, "Transform": transform_request}, work_dir)
     loaded = refresh.load_outputs(client, settings.mastery_table, settings.lake, run_date, last_day=days[-1])
-    return RefreshSummary(run_date, days, synced, built["users"], loaded.written, loaded.skipped_stale, loaded.errors)
+    return RefreshSummary(run_date, days, synced, built["users"], loaded.written, loaded.skipped_stale, loaded.errors,
+                          built["incremental"], built["full"] + built["late"], built["answers_fed"])
 
 
 def sagemaker_work_dir(settings: Settings) -> str:

@@ -6,20 +6,27 @@ Steps, each rerunnable on its own:
 1. ``sync_history``: locally the lake's answer events are the source of
    truth; they are (re)loaded into kt-history (same key, same item).
 2. ``build_inputs``: users with answers since the watermark (the ``by_day``
-   index), each with their full history, to ``inference/batch/<run-date>/input/``.
+   index) to ``inference/batch/<run-date>/input/``, each with the model state
+   stored on their kt-mastery row and only the answers since it (incremental),
+   or, without a usable state, their whole history (full: no state yet, a state
+   of another model version, or an answer that arrived late, before the state's
+   last one). Both ask the transform for the state after the last answer.
 3. the batch transform (SageMaker, or ``kt.local_sagemaker``) writes ``.out`` files.
-4. ``load_outputs``: conditional writes into kt-mastery, then the watermark moves.
+4. ``load_outputs``: conditional writes into kt-mastery (row and state in one
+   UpdateItem), then the watermark moves.
 A crash anywhere leaves the watermark where it was, so the next run redoes the
 work; the conditional writes make the redo change nothing that was already right.
+Inputs and outputs are streamed, ``USERS_PER_FILE`` users at a time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from kt import bounds, dynamo, lake
 from kt.api_validation import MAX_ID_CHARS, ApiError, check_answer
@@ -98,30 +105,89 @@ def answered_at(item: dict) -> str:
     return item["ts"].split("#", 1)[0]
 
 
-def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str, days: list[str],
-                 known_skills: set[int] | None = None) -> dict:
-    """Write one JSON line per active user with their whole history; return counts."""
+def active_users(client: Any, history_table: str, days: list[str]) -> list[str]:
+    """Users with an answer on one of the days (by_day, paginated), sorted: a rerun makes the same files."""
     users: set[str] = set()
     for day in days:
         users |= dynamo.users_active_on(client, history_table, day)
+    return sorted(users)
+
+
+def _sequence(history: list[dict], known_skills: set[int] | None) -> tuple[list[dict], int]:
+    """The transform's user_sequence of kt-history answers, and how many were dropped (skills the model lacks)."""
+    sequence = [{"skill_id": int(h["skill_id"]), "correct": int(h["correct"])} for h in history]
+    if known_skills is None:
+        return sequence, 0
+    kept = [a for a in sequence if a["skill_id"] in known_skills]
+    return kept, len(sequence) - len(kept)
+
+
+def input_line(client: Any, history_table: str, user_id: str, model_version: str | None,
+               mastery_table: str | None, known_skills: set[int] | None) -> tuple[dict, str, int]:
+    """One user's transform input line, how it was made ("incremental", "full", "late") and the answers dropped.
+
+    Incremental when the user's kt-mastery row holds a state of this model version and kt-history holds exactly
+    the answers that state covers up to its last one (more there: an answer arrived late, before it; full).
+    Both kinds ask for the state back (return_state) and carry history_ts/history_items, what the row will cover.
+    """
+    kind = "full"
+    stored = dynamo.get_state(client, mastery_table, user_id) if mastery_table and model_version else None
+    state = (stored or {}).get(dynamo.DKT_STATE)
+    if state is not None and model_version is not None and state.get("model_version") == model_version:
+        covered = dynamo.count_answers_until(client, history_table, user_id, stored[dynamo.HISTORY_TS])
+        kind = "incremental" if covered == stored[dynamo.HISTORY_ITEMS] else "late"
+    if kind == "incremental":
+        new = dynamo.user_history(client, history_table, user_id, after_ts=stored[dynamo.HISTORY_TS])
+        last_ts = new[-1]["ts"] if new else stored[dynamo.HISTORY_TS]
+        items = stored[dynamo.HISTORY_ITEMS] + len(new)
+    else:
+        new = dynamo.user_history(client, history_table, user_id)
+        last_ts, items, state = new[-1]["ts"], len(new), None
+    sequence, dropped = _sequence(new, known_skills)
+    line = {"user_id": user_id, "as_of": dynamo.answered_at({"ts": last_ts}), "user_sequence": sequence,
+            "return_state": True,
+            dynamo.HISTORY_TS: last_ts, dynamo.HISTORY_ITEMS: items}
+    if state is not None:
+        line["state"] = state
+    return line, kind, dropped
+
+
+def _dumped(line: dict, kind: str, dropped: int) -> tuple[str, int, str, int]:
+    """An input line as its JSON text (a tenth of the memory of the dicts, for a long history) and its counts."""
+    return json.dumps(line) + "\n", len(line["user_sequence"]), kind, dropped
+
+
+def build_inputs(client: Any, history_table: str, lake_root: str, run_date: str, days: list[str],
+                 known_skills: set[int] | None = None, model_version: str | None = None,
+                 mastery_table: str | None = None, workers: int = 8) -> dict:
+    """Write one JSON line per active user (incremental from the stored state where it can be); return counts.
+
+    Streams: USERS_PER_FILE users at a time are read (stored state and answers, by ``workers`` threads) and
+    written as one part file, so memory does not grow with the users.
+    Without ``mastery_table`` and ``model_version`` every user gets a full recompute.
+    """
+    users = active_users(client, history_table, days)
     input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
     lake.delete(input_prefix)
-    dropped = 0
-    lines = []
-    for user_id in sorted(users):
-        history = dynamo.user_history(client, history_table, user_id)
-        sequence = [{"skill_id": int(h["skill_id"]), "correct": int(h["correct"])} for h in history]
-        if known_skills is not None:
-            kept = [a for a in sequence if a["skill_id"] in known_skills]
-            dropped += len(sequence) - len(kept)
-            sequence = kept
-        lines.append(json.dumps({"user_id": user_id, "as_of": answered_at(history[-1]), "user_sequence": sequence}))
-    for start in range(0, len(lines), USERS_PER_FILE):
-        body = "".join(line + "\n" for line in lines[start : start + USERS_PER_FILE])
-        lake.write_text(lake.join(input_prefix, f"part-{start // USERS_PER_FILE:05d}.jsonl"), body)
-    if dropped:
-        log.warning("dropped %d answers on skills the model does not know", dropped)
-    return {"users": len(lines), "days": days, "dropped_unknown_skill_answers": dropped}
+    counts = {"users": len(users), "days": days, "full": 0, "incremental": 0, "late": 0, "answers_fed": 0,
+              "dropped_unknown_skill_answers": 0}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for part, start in enumerate(range(0, len(users), USERS_PER_FILE)):
+            chunk = users[start : start + USERS_PER_FILE]
+            made = pool.map(lambda u: _dumped(*input_line(client, history_table, u, model_version, mastery_table,
+                                                          known_skills)), chunk)
+            body = []
+            for text, fed, kind, dropped in made:
+                counts[kind] += 1
+                counts["answers_fed"] += fed
+                counts["dropped_unknown_skill_answers"] += dropped
+                body.append(text)
+            lake.write_text(lake.join(input_prefix, f"part-{part:05d}.jsonl"), "".join(body))
+    if counts["dropped_unknown_skill_answers"]:
+        log.warning("dropped %d answers on skills the model does not know", counts["dropped_unknown_skill_answers"])
+    log.info("refresh inputs: %d users (%d incremental, %d full, %d full after late answers), %d answers fed",
+             counts["users"], counts["incremental"], counts["full"], counts["late"], counts["answers_fed"])
+    return counts
 
 
 @dataclass
@@ -132,8 +198,15 @@ class LoadResult:
     errors: int
 
 
-def mastery_item(line: dict, updated_at: str, n_interactions: int) -> dict:
-    """A transform output line as a kt-mastery item (docs/contracts.md §7.2)."""
+def mastery_item(line: dict, updated_at: str, n_interactions: int, covers: dict | None = None) -> dict:
+    """A transform output line as a kt-mastery item (docs/contracts.md §7.2).
+
+    ``covers``: the input line's history_ts and history_items (what the row covers); the output's state is
+    stored with them, in the same conditional write. A line with no state (a model without recurrent state,
+    or an older night's outputs) removes any stored one: that user gets a full recompute next night.
+    """
+    covers = covers or {}
+    state = line.get("state")
     return {
         "user_id": line["user_id"],
         "mastery": line["mastery"],
@@ -144,7 +217,10 @@ def mastery_item(line: dict, updated_at: str, n_interactions: int) -> dict:
         "source": "dkt",
         "as_of": line["as_of"],
         "updated_at": updated_at,
-        "n_interactions": n_interactions,
+        "n_interactions": state["answers"] if state else n_interactions,
+        dynamo.HISTORY_TS: covers.get(dynamo.HISTORY_TS),
+        dynamo.HISTORY_ITEMS: covers.get(dynamo.HISTORY_ITEMS),
+        dynamo.DKT_STATE: state if state and covers.get(dynamo.HISTORY_TS) else None,
     }
 
 
@@ -154,6 +230,10 @@ def check_input_line(record: dict) -> dict:
         raise BadLine("user_id: must be a non-empty string")
     if not isinstance(record.get("user_sequence"), list):
         raise BadLine("user_sequence: must be a list")
+    if dynamo.HISTORY_TS in record and not isinstance(record[dynamo.HISTORY_TS], str):
+        raise BadLine(f"{dynamo.HISTORY_TS}: must be a kt-history ts")
+    if dynamo.HISTORY_ITEMS in record and not bounds.is_id(record[dynamo.HISTORY_ITEMS]):
+        raise BadLine(f"{dynamo.HISTORY_ITEMS}: must be a count")
     return record
 
 
@@ -183,6 +263,10 @@ def check_output_line(record: dict) -> dict:
         raise BadLine(f"next_skill_recommendation: must be a skill id (0 to {bounds.INT32_MAX}) or null")
     if not _probability(record.get("predicted_accuracy")):
         raise BadLine("predicted_accuracy: must be a probability in [0, 1]")
+    state = record.get("state")
+    if state is not None and not (isinstance(state, dict) and state.get("model_version") == record["model_version"]
+                                  and bounds.is_id(state.get("answers"))):
+        raise BadLine("state: must be null or the state of the line's model_version (docs/contracts.md §6.4)")
     return record
 
 
@@ -193,27 +277,39 @@ class NightOutputs:
     quarantined: list[Quarantined]
 
 
-def read_outputs(lake_root: str, run_date: str, updated_at: str) -> NightOutputs:
-    """kt-mastery items from one night's transform outputs; bad lines of inputs and outputs quarantined."""
-    input_prefix = lake.join(lake_root, "inference", "batch", run_date, "input")
-    output_prefix = lake.join(lake_root, "inference", "batch", run_date, "output")
-    lengths, bad = {}, []
-    for uri in lake.list_files(input_prefix):
-        records, wrong = read_jsonl(uri, check_input_line)
-        bad.extend(wrong)
-        for record in records:
-            lengths[record["user_id"]] = len(record["user_sequence"])
-    items, errors = [], 0
+def night_parts(lake_root: str, run_date: str, updated_at: str) -> Iterator[NightOutputs]:
+    """One night's transform outputs as kt-mastery items, one output file at a time (bounded memory).
+
+    An output file is joined with its input file (``part-N.jsonl.out`` with ``part-N.jsonl``) by user_id,
+    for the answer count and what the row covers; bad lines of both are quarantined.
+    """
+    night = lake.join(lake_root, "inference", "batch", run_date)
+    input_prefix, output_prefix = lake.join(night, "input"), lake.join(night, "output")
     for uri in lake.list_files(output_prefix):
+        input_uri = lake.join(input_prefix, uri[len(output_prefix):].lstrip("/").removesuffix(".out"))
+        inputs, bad = read_jsonl(input_uri, check_input_line) if lake.exists(input_uri) else ([], [])
+        by_user = {r["user_id"]: r for r in inputs}
         records, wrong = read_jsonl(uri, check_output_line)
         bad.extend(wrong)
+        items, errors = [], 0
         for record in records:
             if "error" in record:
                 errors += 1
                 log.error("transform rejected a line: %s (%s)", record["error"], record.get("field"))
                 continue
-            items.append(mastery_item(record, updated_at, lengths.get(record["user_id"], 0)))
-    return NightOutputs(items, errors, bad)
+            given = by_user.get(record["user_id"], {})
+            items.append(mastery_item(record, updated_at, len(given.get("user_sequence", [])), given))
+        yield NightOutputs(items, errors, bad)
+
+
+def read_outputs(lake_root: str, run_date: str, updated_at: str) -> NightOutputs:
+    """kt-mastery items from one night's transform outputs, all files at once (lake checks, rebuilds)."""
+    night = NightOutputs([], 0, [])
+    for part in night_parts(lake_root, run_date, updated_at):
+        night.items.extend(part.items)
+        night.errors += part.errors
+        night.quarantined.extend(part.quarantined)
+    return night
 
 
 def _output_items(lake_root: str, run_date: str, updated_at: str) -> tuple[list[dict], int]:
@@ -223,13 +319,18 @@ def _output_items(lake_root: str, run_date: str, updated_at: str) -> tuple[list[
 
 
 def load_outputs(client: Any, mastery_table: str, lake_root: str, run_date: str, last_day: str) -> LoadResult:
-    """Conditional writes of the transform outputs; the watermark moves only after all of them."""
+    """Conditional writes of the transform outputs, file by file; the watermark moves only after all of them."""
     updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    items, errors = _output_items(lake_root, run_date, updated_at)
-    result = dynamo.write_mastery(client, mastery_table, items)
+    result = LoadResult(0, 0, 0, 0)
+    for part in night_parts(lake_root, run_date, updated_at):
+        written = dynamo.write_mastery(client, mastery_table, part.items)
+        result.users += len(part.items)
+        result.written += written.written
+        result.skipped_stale += written.skipped_stale
+        result.errors += part.errors
     lake.write_text(watermark_uri(lake_root), json.dumps(
         {"last_day": last_day, "run_date": run_date, "previous_last_day": read_watermark(lake_root, run_date)}))
-    return LoadResult(users=len(items), written=result.written, skipped_stale=result.skipped_stale, errors=errors)
+    return result
 
 
 def batch_nights(lake_root: str) -> list[str]:

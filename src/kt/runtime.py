@@ -272,7 +272,8 @@ def sync_history(settings: Settings) -> int:
 
 
 def prepare_refresh(settings: Settings, run_date: str, run: str) -> dict:
-    """Active users since the watermark -> JSON Lines input, and the transform request for them."""
+    """Active users since the watermark -> JSON Lines input (incremental from stored states), and the transform
+    request for them."""
     import tempfile
 
     from kt import artifact, aws, aws_requests, lake, pipeline, refresh
@@ -286,12 +287,15 @@ def prepare_refresh(settings: Settings, run_date: str, run: str) -> dict:
     watermark = refresh.read_watermark(settings.lake, run_date)  # a repeated night redoes the same days
     days = refresh.days_to_refresh(watermark, run_date)
     if not days:  # a night older than the watermark: nothing of it is missing
-        return {"users": 0, "days": [], "last_day": watermark, "transform": None}
+        return {"users": 0, "days": [], "last_day": watermark, "answers_fed": 0, "incremental": 0, "full": 0,
+                "transform": None}
     built = refresh.build_inputs(client, settings.history_table, settings.lake, run_date, days,
-                                 known_skills={int(s) for s in info["skill_ids"]})
+                                 known_skills={int(s) for s in info["skill_ids"]}, model_version=info["model_version"],
+                                 mastery_table=settings.mastery_table)
     model_request = aws_requests.model(settings, run, current["model_data_url"])
     transform_request = aws_requests.transform_job(settings, run, run_date, model_request["ModelName"])
-    return {"users": built["users"], "days": days, "last_day": days[-1],
+    return {"users": built["users"], "days": days, "last_day": days[-1], "answers_fed": built["answers_fed"],
+            "incremental": built["incremental"], "full": built["full"] + built["late"],
             "transform": {"Model": model_request, "Transform": transform_request}}
 
 

@@ -40,9 +40,15 @@ def test_refresh_writes_every_active_user_and_moves_the_watermark(refresh_lake):
     watermark = json.loads(open(os.path.join(refresh_lake, "inference/batch/_watermark.json")).read())
     assert (watermark["last_day"], watermark["run_date"]) == ("2026-11-25", "2026-11-25")
 
+    assert all(r["dkt_state"]["answers"] == r["n_interactions"] for r in rows.values())  # the state came with the row
+
     again, states, _ = run_dag("kt_mastery_refresh")  # the same night again: same days, same rows
     assert again.state == "success" and set(states.values()) == {"success"}
     assert _mastery_rows() == rows
+    inputs = os.path.join(refresh_lake, "inference/batch/2026-11-25/input")
+    lines = [json.loads(line) for name in os.listdir(inputs) for line in open(os.path.join(inputs, name))]
+    assert len(lines) == TUTOR_USERS  # all incremental: each user's stored state, and no answer after it
+    assert all(line["state"] and line["user_sequence"] == [] for line in lines)
 
 
 def test_nobody_active_skips_the_transform_and_still_moves_the_watermark(local_lake, tiny_model_dir):
