@@ -161,7 +161,9 @@ def main(users: int = 2000, skills: int = 16, seed: int = 7, epochs: int = 8) ->
         demo._step(5, STEPS, "dkt_train: training job on the local runner, evaluation, gate, endpoint, promotion")
         dags_test("dkt_train", logs, {"hyperparameters": {**pipeline.DEMO_HYPERPARAMETERS, "epochs": epochs}})
         current = pipeline.current_model(local)
-        report = current["metrics"]
+        # The gate read the training job's own report; sample data also has the simulator's oracle, which is not a
+        # job channel, so the demo scores the promoted model once more here to show it (kt evaluate does the same).
+        report = pipeline.evaluate_model(local, current["model_data_url"])
         print(f"    promoted {current['job_name']}: {current['model_data_url']}")
         print("    " + evaluate.format_report(report).replace("\n", "\n    "))
 
