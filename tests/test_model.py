@@ -200,12 +200,30 @@ def test_attention_step_state_reads_each_row_at_its_own_length_and_has_no_state(
 
 def test_the_ensemble_averages_its_members_logits_and_sums_their_losses():
     model = _attention(name="ensemble").eval()
+    assert [type(m).__name__ for m in model.members] == ["DKT", "AttentionKT"]  # the default members
     tokens = torch.randint(0, 14, (2, 5))
     targets = torch.stack([torch.randint(0, 7, (2, 5)), torch.randint(0, 2, (2, 5))], dim=-1)
     probs, loss = model(tokens, targets)
-    (p_dkt, l_dkt), (p_attn, l_attn) = model.dkt(tokens, targets), model.attn(tokens, targets)
+    (p_dkt, l_dkt), (p_attn, l_attn) = model.members[0](tokens, targets), model.members[1](tokens, targets)
     assert torch.allclose(torch.logit(probs), (torch.logit(p_dkt) + torch.logit(p_attn)) / 2, atol=1e-5)
     assert torch.allclose(loss, l_dkt + l_attn)
+
+
+def test_an_ensemble_of_one_kind_holds_differently_initialised_members():
+    torch.manual_seed(0)
+    model = build_model("ensemble", {"num_skills": 7, "hidden": 8, "heads": 2,
+                                     "members": ["dkt", "dkt", "dkt_counts"]})
+    assert [type(m).__name__ for m in model.members] == ["DKT"] * 3
+    assert [m.config.count_features for m in model.members] == [False, False, True]
+    heads = [m.head.weight for m in model.members]
+    assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[1], heads[2])
+    model.eval()
+    tokens = torch.randint(0, 14, (2, 5))
+    probs, _ = model.step_state(tokens, None, torch.tensor([5, 3]))
+    each = torch.stack([torch.logit(m.step_state(tokens, None, torch.tensor([5, 3]))[0]) for m in model.members])
+    assert torch.allclose(torch.logit(probs), each.mean(0), atol=1e-5)
+    with pytest.raises(ValueError, match="ensemble members: expected names among dkt, dkt_counts, attn, got dkt,sakt"):
+        build_model("ensemble", {"num_skills": 7, "members": ["dkt", "sakt"]})
 
 
 def test_attention_forgets_with_distance_from_the_start():

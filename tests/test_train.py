@@ -37,11 +37,16 @@ def test_the_model_hyperparameter_names_a_known_architecture():
     assert parse_hyperparameters({"model": " attn "}).model == "attn"
     assert set(parse_hyperparameters({"model": "attn", "hidden": "64"}).model_config(5)) == {
         "num_skills", "hidden", "layers", "max_seq_len", "dropout", "heads"}
-    assert parse_hyperparameters({"model": "ensemble", "count_features": "1"}).model_config(5)["count_features"]
+    assert parse_hyperparameters({"model": "ensemble"}).model_config(5)["members"] == ("dkt", "attn")
+    assert parse_hyperparameters({"model": "ensemble", "members": "dkt+ dkt_counts+attn"}).model_config(5)["members"] == (
+        "dkt", "dkt_counts", "attn")
+    with pytest.raises(ValueError, match=r"members: expected names among dkt, dkt_counts, attn joined by '\+', got 'dkt,attn'"):
+        parse_hyperparameters({"model": "ensemble", "members": "dkt,attn"})
     with pytest.raises(ValueError, match="hyperparameter model: expected one of dkt, attn, ensemble, got 'sakt'"):
         parse_hyperparameters({"model": "sakt"})
-    with pytest.raises(ValueError, match="the attn model reads no counts"):
-        parse_hyperparameters({"model": "attn", "count_features": "1"})
+    for model in ("attn", "ensemble"):
+        with pytest.raises(ValueError, match=f"count_features: dkt only .* not {model}"):
+            parse_hyperparameters({"model": model, "count_features": "1"})
 
 
 def test_cli_arguments_override_the_json_file(tmp_path):

@@ -47,7 +47,7 @@ from kt.aws_requests import METRIC_REGEXES  # noqa: F401 - the lines printed bel
 from kt.config import TrainingPaths, training_paths
 from kt.data import BatchDataset, SkillVocab, bucketed_batches, make_windows, read_sequences, read_skills
 from kt.evaluate import base_rates, metrics, predict_windows, served_windows
-from kt.model import MODELS, build_model
+from kt.model import ENSEMBLE_MEMBERS, MODELS, build_model
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ class Hyperparameters:
     # histories are then learned and validated with a warm LSTM state, as they are served
     window_context: int = 0
     dropout: float = 0.2
-    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model; not attn)
+    count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model; dkt only)
     heads: int = 4  # attention heads (attn, ensemble)
+    # ensemble only: its models joined by "+", names may repeat (kt.model.ENSEMBLE_MEMBERS), e.g. dkt+dkt_counts+attn
+    members: str = "dkt+attn"
     # optimisation
     epochs: int = 20
     batch_size: int = 64  # windows per batch
@@ -82,6 +84,10 @@ class Hyperparameters:
     num_workers: int = 0  # DataLoader workers padding batches beside training
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
+    @property
+    def ensemble_members(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.members.split("+") if name.strip())
+
     def model_config(self, num_skills: int) -> dict:
         """The config dict of ``kt.model.build_model(self.model, ...)``: only the fields that model reads."""
         config = {"num_skills": num_skills, "hidden": self.hidden, "layers": self.layers,
@@ -89,7 +95,7 @@ class Hyperparameters:
         if self.model == "attn":
             return {**config, "heads": self.heads}
         if self.model == "ensemble":
-            return {**config, "heads": self.heads, "count_features": bool(self.count_features)}
+            return {**config, "heads": self.heads, "members": self.ensemble_members}
         return {**config, "count_features": bool(self.count_features)}
 
 
@@ -121,8 +127,13 @@ def parse_hyperparameters(values: dict[str, object], base: Hyperparameters | Non
         setattr(hp, name, value)
     if hp.model not in MODELS:
         raise ValueError(f"hyperparameter model: expected one of {', '.join(MODELS)}, got {hp.model!r}")
-    if hp.model == "attn" and hp.count_features:
-        raise ValueError("hyperparameter count_features: the attn model reads no counts")
+    unknown = sorted(set(hp.ensemble_members) - set(ENSEMBLE_MEMBERS))
+    if hp.model == "ensemble" and (unknown or not hp.ensemble_members):
+        raise ValueError(f"hyperparameter members: expected names among "
+                         f"{', '.join(ENSEMBLE_MEMBERS)} joined by '+', got {hp.members!r}")
+    if hp.model != "dkt" and hp.count_features:
+        raise ValueError(f"hyperparameter count_features: dkt only (an ensemble names dkt_counts members), "
+                         f"not {hp.model}")
     return hp
 
 
@@ -290,7 +301,8 @@ class Trainer:
             # max_seq_len times more than a batch of long windows does. A fixed denominator weighs all alike.
             self.optimizer.zero_grad(set_to_none=True)
             (loss * (n / self.answers_per_batch)).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), hp.grad_clip)
+            for part in getattr(self.model, "members", [self.model]):  # an ensemble's members each as if alone
+                torch.nn.utils.clip_grad_norm_(part.parameters(), hp.grad_clip)
             self.optimizer.step()
             loss_sum += loss.detach() * n
             answers += n
