@@ -6,6 +6,7 @@ LINT_VENV := .venv-lint
 GLUE_VENV := .venv-glue
 TRAINING_VENV := .venv-training
 TOOLKIT_VENV := .venv-toolkit
+PYKT_VENV := .venv-pykt
 UV_VERSION := 0.13.9
 UV := $(VENV)/bin/uv
 
@@ -56,6 +57,12 @@ $(TRAINING_VENV)/.installed: requirements-training.txt $(VENV)/.installed
 $(TOOLKIT_VENV)/.installed: requirements-toolkit.txt $(VENV)/.installed
 	test -x $(TOOLKIT_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(TOOLKIT_VENV)
 	$(UV) pip install -q --compile-bytecode --python $(TOOLKIT_VENV)/bin/python $(TORCH_SOURCE) -r requirements-toolkit.txt
+	touch $@
+
+# pyKT 0.0.38, the peer the issue compares with, for bench/pykt_peer.py (bench/train.py --peer); never the tests.
+$(PYKT_VENV)/.installed: requirements-pykt.txt $(VENV)/.installed
+	test -x $(PYKT_VENV)/bin/python || $(UV) venv -q --python $(PYTHON) $(PYKT_VENV)
+	$(UV) pip install -q --compile-bytecode --python $(PYKT_VENV)/bin/python $(TORCH_SOURCE) -r requirements-pykt.txt
 	touch $@
 
 demo: $(VENV)/.installed  ## run the whole pipeline locally on simulated students, through the real Airflow DAGs

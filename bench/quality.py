@@ -3,6 +3,8 @@
     .venv/bin/python bench/quality.py                                   # every dataset, both models, contract split
     .venv/bin/python bench/quality.py --datasets statics2011_dkvmn --models dkt
     .venv/bin/python bench/quality.py --datasets assist2009_dkvmn --grid hidden=64,128 lr=1e-3,2e-3 --budget 600
+    .venv/bin/python bench/quality.py --models dkt ensemble --jobs 2 \
+        --grid dkt:batch_size=32,64 ensemble:members=dkt+attn,dkt+dkt+dkt_counts+dkt_counts+attn
     .venv/bin/python bench/quality.py --split original                  # the 3-line datasets' own train/test split
 
 Data: the Riiid-format conversions in ../shared/data/real/<dataset>/riiid/
@@ -35,7 +37,12 @@ Protocol, per dataset:
    and model in --out.
 
 Prints one table (and --json writes every figure); wall = ETL + training +
-evaluation, with the load average at the end of each dataset.
+evaluation, with the load average at the end of each dataset. ``--jobs N``
+runs N datasets at once, each in its own process (one torch thread each by
+default): one run, one commit, on every core. Grid keys a model does not read
+(``members`` but for the ensemble, ``heads`` for DKT, ``count_features`` but
+for DKT) or that name another model (``MODEL:key=...``, e.g.
+``dkt:batch_size=32,64``) are dropped for it, so its repeats are trained once.
 """
 
 from __future__ import annotations
@@ -43,12 +50,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -134,9 +143,25 @@ def grid(pairs: list[str]) -> list[dict[str, str]]:
     return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
 
 
+MODEL_ONLY = {"members": ("ensemble",), "heads": ("attn", "ensemble"), "count_features": ("dkt",)}
+
+
+def read_by(model: str, candidates: list[dict]) -> list[dict]:
+    """The candidates as ``model`` sees them: keys it does not read (MODEL_ONLY) and keys meant for another
+    model (``MODEL:key``) dropped, repeats trained once."""
+    seen = []
+    for overrides in candidates:
+        mine = {k.split(":", 1)[-1]: v for k, v in overrides.items() if ":" not in k or k.startswith(model + ":")}
+        kept = {k: v for k, v in mine.items() if model in MODEL_ONLY.get(k, (model,))}
+        if kept not in seen:
+            seen.append(kept)
+    return seen
+
+
 def train_candidates(name: str, model: str, processed: str, work: str, base: Hyperparameters,
                      candidates: list[dict], budget: float, split_rule: str) -> str:
     """Train candidates until the budget is spent; write the selection into the best one's model.json; its dir."""
+    candidates = read_by(model, candidates)
     tried, spent = [], 0.0
     for i, overrides in enumerate(candidates):
         if tried and spent >= budget:
@@ -243,6 +268,12 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _worker_init(threads: int) -> None:
+    """A dataset's process: torch threads as asked, OpenMP threads that sleep while waiting (bench/train.md)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), metavar="NAME",
@@ -254,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                              "CSV file user_id,split")
     parser.add_argument("--data", default=DEFAULT_DATA, help="the real data folder (default ../shared/data/real)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="datasets trained at once, each in its own process with --threads (default 1)")
     parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
-                        help="hyperparameter candidates, chosen on valid AUC (e.g. hidden=64,128 lr=1e-3,2e-3)")
+                        help="hyperparameter candidates, chosen on valid AUC (e.g. hidden=64,128 lr=1e-3,2e-3; "
+                             "dkt:batch_size=32,64 for one model only)")
     parser.add_argument("--budget", type=float, default=float("inf"),
                         help="seconds of training per model and dataset for the grid (the first candidate always runs)")
     parser.add_argument("--hp", nargs="*", default=[], metavar="KEY=VALUE",
@@ -272,14 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     candidates = grid(args.grid) if args.grid else [{}]
     os.makedirs(args.out, exist_ok=True)
     results = []
-    with tempfile.TemporaryDirectory(prefix="kt-quality-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kt-quality-") as tmp, \
+            ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_worker_init, initargs=(args.threads,)) as pool:
+        running = {}
         for name in args.datasets:
-            print(f"{name}: ETL, {len(candidates)} candidate(s) x {len(args.models)} model(s), evaluation", flush=True)
-            results.append(run_dataset(name, args, os.path.join(tmp, name), base, candidates))
+            print(f"{name}: ETL, {len(candidates)} grid point(s) x {len(args.models)} model(s), evaluation", flush=True)
+            running[pool.submit(run_dataset, name, args, os.path.join(tmp, name), base, candidates)] = name
+        for done in as_completed(running):
+            results.append(done.result())
             print(format_table(results[-1:]), flush=True)
             for path in filter(None, [args.json, os.path.join(args.out, "results.json")]):
                 with open(path, "w") as f:
                     json.dump(results, f, indent=1)
+    results.sort(key=lambda r: args.datasets.index(r["dataset"]))
     print()
     print(format_table(results))
     print(f"\nreliability diagrams and model.json files in {args.out}")

@@ -19,10 +19,11 @@ second of training loop; AUC is on the valid split after the last epoch.
 Targets (issue 7): ours >= 2x the straightforward loop, AUC within 0.005.
 
 ``--model`` trains another architecture (kt.model.build_model) in both loops.
-``--peer`` also prints our figure against pyKT DKT's (issue 20: ours >= 1.2x).
-pyKT is not installed here, so that figure is the one in
-../shared/notes/peers.md (PEER_PYKT), measured in another run: a ratio to
-read with its date and machine, not a same-run comparison.
+``--peer`` also trains pyKT 0.0.38's DKT with pyKT's own windows, loader, model
+and training loop (bench/pykt_peer.py, in .venv-pykt: ``make
+.venv-pykt/.installed``) on the same train and valid users, after our epochs
+in the same run and with the same threads, and prints ours / pyKT's answers
+per second (issue 20: >= 1.2x, 2 threads, idle machine).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +51,7 @@ from kt.model import MODELS, build_model  # noqa: E402
 from kt.train import Hyperparameters, Trainer  # noqa: E402
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "real", "assist2009_dkt", "riiid")
-# pyKT 0.0.38 DKT's training loop, answered positions per second (../shared/notes/peers.md): not this run.
-PEER_PYKT = {"answers_per_s": 31_408, "data": "assist2009_dkvmn", "threads": 2,
-             "measured": "2026-11-25, this 2-core machine idle, user_id mod 10 split"}
+PYKT_PYTHON = os.path.join(REPO, ".venv-pykt", "bin", "python")  # make .venv-pykt/.installed
 
 
 class StraightforwardLoop:
@@ -101,6 +101,34 @@ def prepare_lake(data: str, root: str, users: int | None) -> str:
     return processed
 
 
+def write_pykt_input(trainer: Trainer, out: str) -> None:
+    """Our train and valid users as pyKT's 6-line data.txt (skill indices as concepts) and folds.json."""
+    os.makedirs(out, exist_ok=True)
+    folds = {}
+    with open(os.path.join(out, "data.txt"), "w") as f:
+        for fold, sequences in ((1, trainer.train_sequences), (0, trainer.valid_sequences)):
+            for user, skills, correct in zip(sequences["user_id"].to_pylist(), sequences["skill_id"].to_pylist(),
+                                             sequences["correct"].to_pylist()):
+                folds[str(user)] = fold
+                f.write(f"{user},{len(skills)}\nNA\n{','.join(map(str, trainer.vocab.indices(skills)))}\n"
+                        f"{','.join(map(str, correct))}\nNA\nNA\n")
+    with open(os.path.join(out, "folds.json"), "w") as f:
+        json.dump(folds, f)
+
+
+def run_pykt(trainer: Trainer, out: str, epochs: int, threads: int) -> dict:
+    """pyKT's DKT on the same users, by bench/pykt_peer.py in .venv-pykt; its figures."""
+    if not os.path.exists(PYKT_PYTHON):
+        raise SystemExit("--peer needs pyKT's venv: make .venv-pykt/.installed")
+    write_pykt_input(trainer, out)
+    result = os.path.join(out, "result.json")
+    subprocess.run([PYKT_PYTHON, os.path.join(REPO, "bench", "pykt_peer.py"), out, "--epochs", str(epochs),
+                    "--threads", str(threads), "--json", result], check=True,
+                   env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")})
+    with open(result) as f:
+        return json.load(f)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA, help="directory with Riiid-format train.csv + questions.csv")
@@ -111,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads for both loops (1: steady on a shared 2-core box; 0: torch's default)")
     parser.add_argument("--model", choices=MODELS, default="dkt", help="the architecture both loops train")
     parser.add_argument("--peer", action="store_true",
-                        help="also print ours against pyKT DKT's answers/s from ../shared/notes/peers.md")
+                        help="also train pyKT's DKT with pyKT's own loop on the same users (needs .venv-pykt)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.threads:
@@ -139,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = history[-1]
                 print(f"  epoch {epoch + 1} {name:<16} {r['answers'] / r['seconds']:>9,.0f} answers/s  "
                       f"valid AUC {r['valid']['auc']:.4f}  ({r['seconds']:.0f}s)", flush=True)
+        # pyKT's own loop on the same users after ours, in this run: a subprocess of its venv, same threads
+        peer = run_pykt(ours, os.path.join(tmp, "pykt"), args.epochs, args.threads) if args.peer else None
 
     summary = {}
     for name, history in rows.items():
@@ -156,15 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nthroughput ratio ours/straightforward: {ratio:.2f}x (target >= 2x); "
           f"valid AUC difference {auc_gap:+.4f} (target within +-0.005); "
           f"straightforward batches are {fill:.0%} real answers, {1 - fill:.0%} padding")
-    if args.peer:
-        peer = PEER_PYKT["answers_per_s"]
-        print(f"ours / pyKT DKT: {summary['ours']['answers_per_s']:,.0f} / {peer:,} = "
-              f"{summary['ours']['answers_per_s'] / peer:.2f}x (target >= 1.2x; pyKT's figure: {PEER_PYKT['data']}, "
-              f"{PEER_PYKT['threads']} threads, {PEER_PYKT['measured']}: not this run, compare like for like: "
-              f"same data and --threads {PEER_PYKT['threads']} on an idle machine)")
+    if peer:
+        ours_rate = summary["ours"]["answers_per_s"]
+        print(f"pyKT DKT (its loop, 1 x {peer['model']['emb_size']} LSTM, {peer['threads']} threads) "
+              f"{peer['answers_per_s']:>10,.0f} answers/s, valid AUC {peer['valid_auc'][-1]:.4f} after "
+              f"{peer['epochs']} epochs ({peer['train_seconds']:.0f}s)")
+        print(f"ours / pyKT DKT: {ours_rate:,.0f} / {peer['answers_per_s']:,.0f} = "
+              f"{ours_rate / peer['answers_per_s']:.2f}x (target >= 1.2x: same users, same run, same threads; "
+              f"load average at the end {os.getloadavg()[0]:.1f})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "ratio": ratio, "auc_gap": auc_gap, "args": vars(args)}, f, indent=1)
+            json.dump({"summary": summary, "ratio": ratio, "auc_gap": auc_gap, "pykt": peer, "args": vars(args)}, f,
+                      indent=1)
     return 0
 
 
