@@ -45,14 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from pykt.datasets.data_loader import KTDataset
+    from pykt.datasets import data_loader
     from pykt.models import init_model
-    pykt_train = importlib.import_module("pykt.models.train_model")  # the module: the package exports the function
     from pykt.preprocess.split_datasets import generate_sequences, read_data
     from pykt.utils import set_seed
 
-    from pykt.datasets import data_loader
-
+    pykt_train = importlib.import_module("pykt.models.train_model")  # the module: the package exports the function
     # pyKT 0.0.38's KTDataset builds its tensors with torch.cuda's LongTensor/FloatTensor, which a CPU build of
     # torch refuses; the CPU types are the same tensors on the CPU (the one change made to pyKT's code path).
     data_loader.LongTensor, data_loader.FloatTensor = torch.LongTensor, torch.FloatTensor
@@ -63,15 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         folds = json.load(f)
     df["fold"] = df["uid"].map(folds)
     effective_keys.add("fold")
-    sequences = generate_sequences(df, effective_keys, min_seq_len=3, maxlen=200)
-    sequences.to_csv(os.path.join(args.dir, "train_valid_sequences.csv"), index=False)
+    path = os.path.join(args.dir, "train_valid_sequences.csv")
+    generate_sequences(df, effective_keys, min_seq_len=3, maxlen=200).to_csv(path, index=False)
     num_c = 1 + max(int(c) for row in df["concepts"] for c in row.split(","))
     # as pyKT's init_dataset4train builds them (it also wants test files, which a throughput run has no use for)
-    path = os.path.join(args.dir, "train_valid_sequences.csv")
-    train_loader = torch.utils.data.DataLoader(KTDataset(path, ["concepts"], {1}), batch_size=args.batch_size)
-    valid_loader = torch.utils.data.DataLoader(KTDataset(path, ["concepts"], {0}), batch_size=args.batch_size)
+    train_loader, valid_loader = (
+        torch.utils.data.DataLoader(data_loader.KTDataset(path, ["concepts"], {fold}), batch_size=args.batch_size)
+        for fold in (1, 0))  # our train users are fold 1, valid fold 0
     answers = int(train_loader.dataset.dori["smasks"].sum())  # the positions cal_loss is taken on, per epoch
-    model = init_model("dkt", {"emb_size": args.emb_size, "dropout": args.dropout}, {"num_c": num_c, "emb_path": ""}, "qid")
+    model = init_model("dkt", {"emb_size": args.emb_size, "dropout": args.dropout},
+                       {"num_c": num_c, "emb_path": ""}, "qid")
     optimizer = torch.optim.Adam(model.parameters(), args.lr)
 
     evaluating = {"seconds": 0.0, "aucs": []}

@@ -143,16 +143,20 @@ def grid(pairs: list[str]) -> list[dict[str, str]]:
     return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])]
 
 
-MODEL_ONLY = {"members": ("ensemble",), "heads": ("attn", "ensemble"), "count_features": ("dkt",)}
+def reads(model: str, key: str) -> bool:
+    """Whether ``model`` reads hyperparameter ``key``: a model's own keys are those of its
+    ``Hyperparameters.model_config``; keys no model config has (lr, batch_size, ...) are training's, read by all."""
+    configs = {name: set(Hyperparameters(model=name).model_config(1)) for name in MODELS}
+    return key in configs[model] or key not in set().union(*configs.values())
 
 
 def read_by(model: str, candidates: list[dict]) -> list[dict]:
-    """The candidates as ``model`` sees them: keys it does not read (MODEL_ONLY) and keys meant for another
+    """The candidates as ``model`` sees them: keys it does not read (``reads``) and keys meant for another
     model (``MODEL:key``) dropped, repeats trained once."""
     seen = []
     for overrides in candidates:
         mine = {k.split(":", 1)[-1]: v for k, v in overrides.items() if ":" not in k or k.startswith(model + ":")}
-        kept = {k: v for k, v in mine.items() if model in MODEL_ONLY.get(k, (model,))}
+        kept = {k: v for k, v in mine.items() if reads(model, k)}
         if kept not in seen:
             seen.append(kept)
     return seen
