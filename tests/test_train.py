@@ -30,6 +30,9 @@ def test_unknown_and_malformed_hyperparameters_are_rejected():
         parse_hyperparameters({"epochs": "2.5"})
     with pytest.raises(ValueError, match="hyperparameter lr"):
         parse_hyperparameters({"lr": "fast"})
+    for decay in ("1", "-0.1"):
+        with pytest.raises(ValueError, match=r"hyperparameter ema: expected a decay in \[0, 1\)"):
+            parse_hyperparameters({"ema": decay})
 
 
 def test_the_model_hyperparameter_names_a_known_architecture():
@@ -83,13 +86,15 @@ def test_failure_reason_is_written(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(sample_lake, tmp_path):
-    """A spot interruption: SIGTERM during epoch 1, a restart, and bitwise the weights of an uninterrupted run."""
+@pytest.mark.parametrize("extra", [[], ["--ema=0.9"]], ids=["weights", "moving-average"])
+def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(sample_lake, tmp_path, extra):
+    """A spot interruption: SIGTERM during epoch 1, a restart, and bitwise the weights of an uninterrupted run
+    (with ``ema``, the moving average is in the checkpoint too)."""
     clean = tmp_path / "clean"
-    subprocess.run(_train_cmd(sample_lake, str(clean)), env=_env(), check=True, capture_output=True)
+    subprocess.run(_train_cmd(sample_lake, str(clean), *extra), env=_env(), check=True, capture_output=True)
 
     spot = tmp_path / "spot"
-    process = subprocess.Popen(_train_cmd(sample_lake, str(spot), "--checkpoint_every=3"), env=_env(),
+    process = subprocess.Popen(_train_cmd(sample_lake, str(spot), *extra, "--checkpoint_every=3"), env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in process.stdout:  # wait for the first periodic checkpoint, then interrupt
         if "checkpoint saved at epoch 0 step 3" in line:
@@ -101,13 +106,31 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(sample_lake, tmp_p
     assert interrupted_at["epoch"] == 0 and interrupted_at["step_in_epoch"] >= 3  # mid-epoch
     assert not (spot / "model" / "model.pth").exists()
 
-    resumed = subprocess.run(_train_cmd(sample_lake, str(spot), "--checkpoint_every=3"), env=_env(), capture_output=True, text=True)
+    resumed = subprocess.run(_train_cmd(sample_lake, str(spot), *extra, "--checkpoint_every=3"), env=_env(),
+                             capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resumed from" in resumed.stderr + resumed.stdout
     a = torch.load(clean / "model" / "model.pth", weights_only=True)
     b = torch.load(spot / "model" / "model.pth", weights_only=True)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_with_ema_the_moving_average_is_validated_and_kept(sample_lake, tmp_path):
+    """The weights validated, kept as the best epoch's and written are the average, not the last step's."""
+    from kt.config import TrainingPaths
+    from kt.train import Trainer
+
+    paths = TrainingPaths(train_channel=f"{sample_lake}/processed/ednet", model_dir=str(tmp_path / "m"),
+                          checkpoint_dir=str(tmp_path / "c"), output_dir=str(tmp_path / "o"))
+    trainer = Trainer(Hyperparameters(hidden=8, layers=1, epochs=1, batch_size=16, max_seq_len=50, ema=0.9), paths)
+    trainer.train_epoch()
+    average = trainer.averaged.module.state_dict()
+    assert trainer.best_state.keys() == average.keys()
+    assert all(torch.equal(trainer.best_state[k], average[k]) for k in average)
+    assert not all(torch.equal(trainer.best_state[k], v) for k, v in trainer.model.state_dict().items())
+    trainer.run()
+    assert all(torch.equal(trainer.model.state_dict()[k], average[k]) for k in average)
 
 
 def test_model_directory_is_the_artifact_contract(tiny_model_dir):
