@@ -239,7 +239,9 @@ def test_the_ui_shows_the_five_dags_the_trigger_form_and_the_asset_chain(stack, 
         assert any(n.startswith("kt_drift_check") for n in nodes)  # drift also triggers dkt_train
         page.click("button[aria-label='Collapse Details Panel']")
         page.click("button[aria-label='Fit View']")
-        page.evaluate("document.querySelector('.react-flow__minimap').style.display = 'none'")
+        # the minimap is re-mounted after the panel collapses: wait for it rather than assume it is there
+        page.wait_for("(() => { const m = document.querySelector('.react-flow__minimap');"
+                      " if (m) m.style.display = 'none'; return !!m; })()", "the graph's minimap, hidden")
         page.wait_for("(() => { const r = [...document.querySelectorAll('.react-flow__node')]"
                       ".map(e => e.getBoundingClientRect());"
                       " return Math.max(...r.map(b => b.right)) - Math.min(...r.map(b => b.left)) > 1000; })()",
