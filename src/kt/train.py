@@ -288,7 +288,7 @@ class Trainer:
         while not self.finished:
             self.train_epoch()
         self.model.load_state_dict(self.best_state)  # with ema, the best epoch's averaged weights
-        self.averaged = None
+        self.averaged = None  # the model now holds the weights kept: what follows scores it (``evaluated``)
         self.model.to("cpu")
         self.device = torch.device("cpu")
         # The best epoch's valid predictions made as serving makes them (warm context): the temperature is
