@@ -138,11 +138,11 @@ def test_count_features_change_the_predictions_and_padding_still_does_not():
     assert torch.allclose(model(short)[0][0], model(padded)[0][0, :4], atol=1e-6)
 
 
-@pytest.mark.parametrize("count_features", [False, True])
-def test_step_state_in_pieces_equals_one_pass_over_the_whole_sequence(count_features):
+@pytest.mark.parametrize("count_features,cell", [(False, "lstm"), (True, "lstm"), (False, "gru"), (True, "gru")])
+def test_step_state_in_pieces_equals_one_pass_over_the_whole_sequence(count_features, cell):
     """Serving continues from a returned state (stateful mode): the result equals a full recompute."""
     torch.manual_seed(2)
-    model = _model(count_features=count_features).eval()
+    model = _model(count_features=count_features, cell=cell).eval()
     if count_features:
         with torch.no_grad():
             model.count_skill.normal_()
@@ -162,6 +162,8 @@ def test_step_state_in_pieces_equals_one_pass_over_the_whole_sequence(count_feat
         rest[1, :7], rest[2, :4] = tokens[1, 5:12], tokens[2, 8:12]
         last, end = model.step_state(rest, mid, torch.tensor([0, 7, 4]))
     assert len(state) == (3 if count_features else 2)
+    if cell == "gru":  # no cell state: c stays zeros
+        assert not state[1].any() and state[0].any()
     assert torch.allclose(whole, full, atol=1e-5) and torch.allclose(probs, full, atol=1e-5)
     assert torch.allclose(last, full, atol=1e-5)
     for a, b in zip(end, state):
@@ -212,9 +214,12 @@ def test_the_ensemble_averages_its_members_logits_and_sums_their_losses():
 def test_an_ensemble_of_one_kind_holds_differently_initialised_members():
     torch.manual_seed(0)
     model = build_model("ensemble", {"num_skills": 7, "hidden": 8, "heads": 2,
-                                     "members": ["dkt", "dkt", "dkt_counts"]})
-    assert [type(m).__name__ for m in model.members] == ["DKT"] * 3
-    assert [m.config.count_features for m in model.members] == [False, False, True]
+                                     "members": ["dkt", "dkt", "dkt_counts", "gru"]})
+    assert [type(m).__name__ for m in model.members] == ["DKT"] * 4
+    assert [m.config.count_features for m in model.members] == [False, False, True, False]
+    assert [m.config.cell for m in model.members] == ["lstm"] * 3 + ["gru"]
+    assert any(k.startswith("members.3.gru.") for k in model.state_dict())  # a GRU, under its own keys
+    assert not any(k.startswith("members.3.lstm.") for k in model.state_dict())
     heads = [m.head.weight for m in model.members]
     assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[1], heads[2])
     model.eval()
@@ -222,7 +227,7 @@ def test_an_ensemble_of_one_kind_holds_differently_initialised_members():
     probs, _ = model.step_state(tokens, None, torch.tensor([5, 3]))
     each = torch.stack([torch.logit(m.step_state(tokens, None, torch.tensor([5, 3]))[0]) for m in model.members])
     assert torch.allclose(torch.logit(probs), each.mean(0), atol=1e-5)
-    with pytest.raises(ValueError, match="ensemble members: expected names among dkt, dkt_counts, attn, got dkt,sakt"):
+    with pytest.raises(ValueError, match="members: expected names among dkt, dkt_counts, attn, gru, got dkt,sakt"):
         build_model("ensemble", {"num_skills": 7, "members": ["dkt", "sakt"]})
 
 

@@ -43,7 +43,7 @@ def test_the_model_hyperparameter_names_a_known_architecture():
     assert parse_hyperparameters({"model": "ensemble"}).model_config(5)["members"] == ("dkt", "attn")
     assert parse_hyperparameters({"model": "ensemble", "members": "dkt+ dkt_counts+attn"}).model_config(5)["members"] == (
         "dkt", "dkt_counts", "attn")
-    with pytest.raises(ValueError, match=r"members: expected names among dkt, dkt_counts, attn joined by '\+', got 'dkt,attn'"):
+    with pytest.raises(ValueError, match=r"members: expected names among dkt, dkt_counts, attn, gru joined by '\+', got 'dkt,attn'"):
         parse_hyperparameters({"model": "ensemble", "members": "dkt,attn"})
     with pytest.raises(ValueError, match="hyperparameter model: expected one of dkt, attn, ensemble, got 'sakt'"):
         parse_hyperparameters({"model": "sakt"})

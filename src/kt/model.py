@@ -17,6 +17,10 @@ counts poorly; with them, test AUC on the simulated demo data rises from 0.738
 to 0.750 (oracle 0.775). Everything stays a function of the (skill, correct)
 history, so training, evaluation and serving (stateless or stateful) agree.
 
+``cell="gru"`` (an ensemble's ``gru`` members) runs GRU layers (Cho et al. 2014) in
+place of the LSTM's: as accurate alone, wrong on different answers, which is what
+an ensemble gains from. A GRU has no cell state; c is carried as zeros.
+
 ``AttentionKT`` (``model=attn``), the second architecture, reads the same tokens
 and gives the same output: SAKT's causal self-attention over past interactions
 (Pandey & Karypis 2019), with AKT's forgetting (Ghosh et al. 2020: attention
@@ -46,9 +50,17 @@ class DKTConfig:
     max_seq_len: int = 200  # histories are cut into windows of this many answers
     dropout: float = 0.2
     count_features: bool = False  # also read running per-skill answer counts (see the module docstring)
+    cell: str = "lstm"  # the recurrent layers: "lstm", or "gru" (an ensemble's gru members)
+
+    def __post_init__(self):
+        if self.cell not in RECURRENT_CELLS:
+            raise ValueError(f"DKT cell: expected one of {', '.join(RECURRENT_CELLS)}, got {self.cell!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+RECURRENT_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
 
 def encode(skill_index: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -86,10 +98,11 @@ class DKT(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(2 * config.num_skills, config.hidden)
-        self.lstm = nn.LSTM(
+        # named after its cell, so an LSTM's weights keep the keys ("lstm.*") of every model.pth before GRUs
+        setattr(self, config.cell, RECURRENT_CELLS[config.cell](
             config.hidden, config.hidden, num_layers=config.layers, batch_first=True,
             dropout=config.dropout if config.layers > 1 else 0.0,
-        )
+        ))
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden, config.num_skills)
         if config.count_features:
@@ -100,6 +113,15 @@ class DKT(nn.Module):
             self.count_skill = nn.Parameter(torch.zeros(config.num_skills, COUNT_FEATURES))
             # the input: the answered skill's counts and log1p(answers so far), added to the embedding
             self.count_in = nn.Linear(COUNT_FEATURES + 1, config.hidden)
+
+    def _recur(self, x, state: tuple[torch.Tensor, torch.Tensor] | None):
+        """The recurrent layers over x from state (h, c) (None: zeros): (output, (h, c)).
+
+        A GRU has no cell state: it carries c through unchanged (zeros), so the state keeps one form (§6.4)."""
+        if self.config.cell == "lstm":
+            return self.lstm(x, state)
+        output, h = self.gru(x, None if state is None else state[0])
+        return output, (h, torch.zeros_like(h) if state is None else state[1])
 
     def running_counts(
         self, tokens: torch.Tensor, counts: torch.Tensor | None = None, lengths: torch.Tensor | None = None
@@ -144,10 +166,10 @@ class DKT(nn.Module):
 
         tokens (B, T) long; targets (B, T, 2) long = next skill index and correctness
         aligned with tokens (target t is the answer after token t); mask (B, T) bool;
-        state: the LSTM's (h, c) to start from (the counts start from zero).
+        state: the recurrent layers' (h, c) to start from (the counts start from zero).
         """
         running = self.running_counts(tokens) if self.config.count_features else None  # from 0 at the window's start
-        h, _ = self.lstm(self._inputs(tokens, running), state)  # (B, T, H)
+        h, _ = self._recur(self._inputs(tokens, running), state)  # (B, T, H)
         logits = self._logits(h, running)  # (B, T, S)
         return torch.sigmoid(logits), next_step_loss(logits, targets, mask)
 
@@ -180,7 +202,7 @@ class DKT(nn.Module):
             x = self._inputs(tokens[fed], None if running is None else running[fed])  # (b', T, H)
             if bool((lengths[fed] != t).any()):  # packed: the state stops at each row's own last token
                 x = pack_padded_sequence(x, lengths[fed].cpu(), batch_first=True, enforce_sorted=False)
-            _, (h_fed, c_fed) = self.lstm(x, (h[:, fed].contiguous(), c[:, fed].contiguous()))  # (L, b', H)
+            _, (h_fed, c_fed) = self._recur(x, (h[:, fed].contiguous(), c[:, fed].contiguous()))  # (L, b', H)
             if bool(fed.all()):
                 h, c = h_fed, c_fed
             else:
@@ -283,7 +305,8 @@ class AttentionKT(nn.Module):
         return torch.sigmoid(self.head(last)), None
 
 
-ENSEMBLE_MEMBERS = ("dkt", "dkt_counts", "attn")  # an ensemble's models: DKT, DKT with count_features, AttentionKT
+# an ensemble's models: DKT, DKT with count_features, AttentionKT, DKT with GRU layers
+ENSEMBLE_MEMBERS = ("dkt", "dkt_counts", "attn", "gru")
 
 
 @dataclass
@@ -308,15 +331,15 @@ class EnsembleConfig:
 
 
 class EnsembleKT(nn.Module):
-    """Models of one size (``members``: DKTs, DKTs reading counts, AttentionKTs, in any mix) trained side by
+    """Models of one size (``members``: DKTs, DKTs reading counts, AttentionKTs, GRU DKTs, in any mix) trained side by
     side on the same batches (the sum of their losses: each learns as it would alone), predicting the mean of
     their logits.
 
     Averaging models that err differently is the field's most reliable small gain: members of one kind
     differ by their initialisation and dropout draws (built one after the other from one seed), members of
     different kinds by design as well (on ASSIST2009's valid split, three DKTs gained 0.004 AUC over one,
-    a DKT reading counts and an attention model more; bench/quality.md). It serves as one model, without a
-    state."""
+    a DKT reading counts and an attention model more, and a GRU DKT more than another LSTM one;
+    bench/quality.md). It serves as one model, without a state."""
 
     recurrent = False  # serving recomputes from the last max_seq_len answers
 
@@ -327,7 +350,8 @@ class EnsembleKT(nn.Module):
                   "max_seq_len": config.max_seq_len, "dropout": config.dropout}
         self.members = nn.ModuleList(
             AttentionKT(AttentionConfig(**shared, heads=config.heads)) if name == "attn"
-            else DKT(DKTConfig(**shared, count_features=name == "dkt_counts"))
+            else DKT(DKTConfig(**shared, count_features=name == "dkt_counts",
+                               cell="gru" if name == "gru" else "lstm"))
             for name in config.members
         )
 

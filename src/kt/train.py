@@ -71,7 +71,8 @@ class Hyperparameters:
     dropout: float = 0.2
     count_features: int = 0  # 1: the model also reads running per-skill answer counts (kt.model; dkt only)
     heads: int = 4  # attention heads (attn, ensemble)
-    # ensemble only: its models joined by "+", names may repeat (kt.model.ENSEMBLE_MEMBERS), e.g. dkt+dkt_counts+attn
+    # ensemble only: its models joined by "+", names may repeat (kt.model.ENSEMBLE_MEMBERS),
+    # e.g. dkt+dkt_counts+attn+gru
     members: str = "dkt+attn"
     # optimisation
     epochs: int = 20
