@@ -393,11 +393,12 @@ def test_forward_passes_stay_within_the_token_budget():
 
 @pytest.fixture(scope="module", params=["attn", "ensemble"])
 def attention_model_dir(request, sample_lake, tmp_path_factory) -> str:
-    """The tiny model's training with model=attn, and =ensemble."""
+    """The tiny model's training with model=attn, and =ensemble (one member of each kind)."""
     from kt_testing import train_tiny_model
 
+    members = {"members": "dkt+dkt_counts+attn+gru"} if request.param == "ensemble" else {}
     return train_tiny_model(f"{sample_lake}/processed/ednet", str(tmp_path_factory.mktemp(f"{request.param}-model")),
-                            f"{request.param}-model", model=request.param)
+                            f"{request.param}-model", model=request.param, **members)
 
 
 def test_the_attention_model_is_served_stateless_and_says_it_keeps_no_state(attention_model_dir, model):
