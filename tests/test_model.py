@@ -227,7 +227,8 @@ def test_an_ensemble_of_one_kind_holds_differently_initialised_members():
     probs, _ = model.step_state(tokens, None, torch.tensor([5, 3]))
     each = torch.stack([torch.logit(m.step_state(tokens, None, torch.tensor([5, 3]))[0]) for m in model.members])
     assert torch.allclose(torch.logit(probs), each.mean(0), atol=1e-5)
-    with pytest.raises(ValueError, match="members: expected names among dkt, dkt_counts, attn, gru, got dkt,sakt"):
+    with pytest.raises(ValueError,
+                       match="ensemble members: expected names among dkt, dkt_counts, attn, gru, got dkt,sakt"):
         build_model("ensemble", {"num_skills": 7, "members": ["dkt", "sakt"]})
 
 
