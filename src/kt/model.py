@@ -305,8 +305,8 @@ class AttentionKT(nn.Module):
         return torch.sigmoid(self.head(last)), None
 
 
-# an ensemble's models: DKT, DKT with count_features, AttentionKT, DKT with GRU layers
-ENSEMBLE_MEMBERS = ("dkt", "dkt_counts", "attn", "gru")
+# an ensemble's models by name: "attn" an AttentionKT, the others a DKT with these DKTConfig fields
+ENSEMBLE_MEMBERS = {"dkt": {}, "dkt_counts": {"count_features": True}, "attn": None, "gru": {"cell": "gru"}}
 
 
 @dataclass
@@ -350,8 +350,7 @@ class EnsembleKT(nn.Module):
                   "max_seq_len": config.max_seq_len, "dropout": config.dropout}
         self.members = nn.ModuleList(
             AttentionKT(AttentionConfig(**shared, heads=config.heads)) if name == "attn"
-            else DKT(DKTConfig(**shared, count_features=name == "dkt_counts",
-                               cell="gru" if name == "gru" else "lstm"))
+            else DKT(DKTConfig(**shared, **ENSEMBLE_MEMBERS[name]))
             for name in config.members
         )
 
