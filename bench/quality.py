@@ -33,8 +33,9 @@ Protocol, per dataset:
    under 100 test users), the per-skill base rate and the Phase-1 Bayesian
    estimate on the same targets; and pyKT's protocol (cold non-overlapping
    windows of 200, positions 1..L-1, windows under 3 dropped), the figure to
-   set against pyKT's DKT on the same users. A reliability diagram per dataset
-   and model in --out.
+   set against pyKT's DKT on the same users, with a 95% bootstrap interval over
+   test users (``kt.evaluate.bootstrap_interval``; pyKT's figure, on the same
+   users, is one number). A reliability diagram per dataset and model in --out.
 
 Prints one table (and --json writes every figure); wall = ETL + training +
 evaluation, with the load average at the end of each dataset. ``--jobs N``
@@ -205,7 +206,7 @@ def score(name: str, model: str, model_dir: str, processed: str, out_dir: str) -
     vocab = SkillVocab(loaded.skill_ids)
     report = evaluate.evaluate(loaded.model, vocab, processed, temperature=loaded.temperature,
                                reliability_png=os.path.join(out_dir, f"{name}.{model}.reliability.png"))
-    pykt = evaluate.evaluate(loaded.model, vocab, processed, protocol="pykt")["dkt"]
+    pykt = evaluate.evaluate(loaded.model, vocab, processed, protocol="pykt", intervals=True)["dkt"]
     uncalibrated_ece = evaluate.metrics(*_served_predictions(loaded, vocab, processed))["ece"]
     with open(os.path.join(model_dir, "model.json")) as f:
         info = json.load(f)
@@ -248,14 +249,14 @@ def run_dataset(name: str, args: argparse.Namespace, work: str, base: Hyperparam
     }
 
 
-def _ece(m: dict) -> str:
-    interval = m.get("ece_interval")
-    return f"{m['ece']:.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+def _with_interval(m: dict, key: str) -> str:
+    interval = m.get(f"{key}_interval")
+    return f"{m[key]:.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 def format_table(results: list[dict]) -> str:
-    head = ("| dataset | test users | model | AUC, pyKT protocol | pyKT DKT, same users | ≥ +0.01? | AUC, served "
-            "| ECE served (95% interval) | ECE before T | T | base rate / Bayesian AUC | wall, load |")
+    head = ("| dataset | test users | model | AUC, pyKT protocol (95% interval) | pyKT DKT, same users | ≥ +0.01? "
+            "| AUC, served | ECE served (95% interval) | ECE before T | T | base rate / Bayesian AUC | wall, load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         peer = r["peer_pykt"].get("DKT")
@@ -264,9 +265,10 @@ def format_table(results: list[dict]) -> str:
             target = "—" if peer is None else f"{'yes' if auc >= peer + TARGET_MARGIN else 'no'} ({auc - peer:+.4f})"
             base, bayes = m["baselines"]["base_rate"], m["baselines"]["bayes"]
             lines.append(
-                f"| {r['dataset']} | {r['test_users']:,} | {m['model']} | {auc:.4f} | "
+                f"| {r['dataset']} | {r['test_users']:,} | {m['model']} | "
+                f"{_with_interval(m['pykt_protocol'], 'auc')} | "
                 f"{'—' if peer is None else f'{peer:.4f}'} | {target} | {m['served']['auc']:.4f} | "
-                f"{_ece(m['served'])} | "
+                f"{_with_interval(m['served'], 'ece')} | "
                 f"{m['ece_uncalibrated']:.4f} | {m['temperature']:.3f} | {base['auc']:.4f} / {bayes['auc']:.4f} | "
                 f"{r['seconds']:.0f} s, {r['load_average'][0]:.1f} |")
     return "\n".join(lines)

@@ -158,8 +158,10 @@ def test_evaluation_scores_dkt_as_served_and_draws_the_diagram(sharpened_model_d
     report = evaluate.evaluate(loaded.model, vocab, processed, temperature=loaded.temperature, reliability_png=png)
     y, p = predicted[0]
     low, high = report["dkt"].pop("ece_interval")  # the sample's test split has under 100 users
+    auc_low, auc_high = report["dkt"].pop("auc_interval")
     assert report["dkt"] == evaluate.metrics(y, apply_temperature(p, 0.25))
     assert low < report["dkt"]["ece"] < high
+    assert auc_low < report["dkt"]["auc"] < auc_high
     assert report["dkt"]["auc"] == pytest.approx(raw["dkt"]["auc"])  # a temperature keeps the ranking
     assert report["dkt"]["ece"] != pytest.approx(raw["dkt"]["ece"])
     assert report["base_rate"] == raw["base_rate"] and report["bayes"] == raw["bayes"]
@@ -172,9 +174,24 @@ def test_bootstrap_ece_interval_resamples_users_and_holds_the_ece():
     users = np.repeat(np.arange(40), 50)
     p = rng.uniform(0.05, 0.95, len(users))
     y = (rng.random(len(users)) < p).astype(float)
-    low, high = calibration.bootstrap_ece(y, p, users, resamples=300)
+    low, high = evaluate.bootstrap_interval(expected_calibration_error, y, p, users, resamples=300)
     assert low < expected_calibration_error(y, p) < high < 0.1
     # users made miscalibrated by +0.3 widen the interval
     shifted = np.clip(p + 0.3 * (users % 2), 0, 1)
-    low2, high2 = calibration.bootstrap_ece(y, shifted, users, resamples=300)
+    low2, high2 = evaluate.bootstrap_interval(expected_calibration_error, y, shifted, users, resamples=300)
     assert high2 - low2 > high - low and low2 > high
+
+
+def test_bootstrap_auc_interval_resamples_users_not_answers():
+    """Users whose answers move together (each user's own ability) make the AUC a sample of 40 users, not of
+    4,000 answers: resampling users gives the wider, honest interval; one answer a user gives the answers' one."""
+    rng = np.random.default_rng(6)
+    users = np.repeat(np.arange(40), 100)
+    ability = rng.normal(0, 1, 40)[users]
+    p = 1 / (1 + np.exp(-(ability + rng.normal(0, 1, len(users)))))
+    y = (rng.random(len(users)) < 1 / (1 + np.exp(-2 * ability))).astype(float)
+    auc = evaluate.metrics(y, p)["auc"]
+    low, high = evaluate.bootstrap_interval(evaluate.auc, y, p, users, resamples=300)
+    low1, high1 = evaluate.bootstrap_interval(evaluate.auc, y, p, np.arange(len(users)), resamples=300)
+    assert low < auc < high and low1 < auc < high1
+    assert high - low > 2 * (high1 - low1)

@@ -6,8 +6,6 @@
   It changes no ranking (AUC stays), only how sure the model says it is.
 - ``calibrate``: what training stores in model.json: T when it lowers the valid
   ECE, else 1.0 (the model is left as it is).
-- ``bootstrap_ece``: a 95% interval of the ECE, resampling users (their
-  answers are not independent), for test splits too small for one figure.
 - ``reliability_diagram``: observed accuracy against predicted probability per
   bin, one line per method, as a PNG.
 
@@ -34,21 +32,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BIN
     # per bin, answers * |accuracy - confidence| = |sum of y - sum of p|
     gap = np.bincount(which, weights=y, minlength=bins) - np.bincount(which, weights=p, minlength=bins)
     return float(np.abs(gap).sum() / max(1, len(y)))
-
-
-def bootstrap_ece(y: np.ndarray, p: np.ndarray, users: np.ndarray, resamples: int = 1000,
-                  seed: int = 0) -> list[float]:
-    """[2.5%, 97.5%] percentiles of the ECE over resamples of whole users (with replacement)."""
-    y = np.asarray(y, dtype=np.float64)
-    p = np.asarray(p, dtype=np.float64)
-    ids, of_answer = np.unique(np.asarray(users), return_inverse=True)
-    rows = [np.flatnonzero(of_answer == i) for i in range(len(ids))]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        picked = np.concatenate([rows[i] for i in rng.integers(0, len(ids), len(ids))])
-        values.append(expected_calibration_error(y[picked], p[picked]))
-    return [float(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
 def logit(p: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ Every method is scored on the same targets. Baselines: the per-skill base rate
 of the training split, the Phase-1 Bayesian estimate from the user's earlier
 answers, and on sample data the simulator's true P(correct) (the oracle).
 Metrics: AUC, accuracy, log loss and expected calibration error (15 bins);
-on a split of fewer than BOOTSTRAP_BELOW users the model's ECE also gets a 95%
-bootstrap interval over users (``ece_interval``). The model is scored as served,
+on a split of fewer than BOOTSTRAP_BELOW users (or when asked, ``intervals``)
+the model's AUC and ECE also get 95% bootstrap intervals over users
+(``auc_interval``, ``ece_interval``). The model is scored as served,
 through model.json's temperature (``kt.calibration``); its key is "dkt" whatever
 the architecture, so callers read one name.
 """
@@ -33,7 +34,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from kt import bayes, lake
 from kt.calibration import (  # noqa: F401
-    ECE_BINS, apply_temperature, bootstrap_ece, expected_calibration_error, reliability_diagram,
+    ECE_BINS, apply_temperature, expected_calibration_error, reliability_diagram,
 )
 from kt.data import SkillVocab, Window, bucketed_batches, collate, make_windows, read_sequences
 from kt.model import AttentionKT, DKT
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("served", "pykt")
 PYKT_MIN_WINDOW = 3  # pyKT's generate_sequences(min_seq_len=3)
-BOOTSTRAP_BELOW = 100  # test users under which the ECE gets a bootstrap interval
+BOOTSTRAP_BELOW = 100  # test users under which the AUC and ECE get bootstrap intervals by default
 
 
 def served_windows(sequences, vocab: SkillVocab, max_seq_len: int) -> list[Window]:
@@ -59,16 +60,38 @@ def protocol_windows(sequences, vocab: SkillVocab, max_seq_len: int, protocol: s
         return make_windows(sequences, vocab, max_seq_len, min_len=PYKT_MIN_WINDOW)
     raise ValueError(f"unknown protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
 
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC, NaN when y holds one class (a resample or a tiny split may)."""
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64)
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     return {
-        "auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "auc": auc(y, p),
         "accuracy": float(((p >= 0.5) == (y == 1)).mean()),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
         "ece": expected_calibration_error(y, p),
         "n": int(len(y)),
     }
+
+
+def bootstrap_interval(statistic, y: np.ndarray, p: np.ndarray, users: np.ndarray, resamples: int = 1000,
+                       seed: int = 0) -> list[float]:
+    """[2.5%, 97.5%] percentiles of ``statistic(y, p)`` over resamples of whole users, with replacement:
+    one user's answers are not independent of each other, so users, not answers, are the sample."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    _, of_answer, counts = np.unique(np.asarray(users), return_inverse=True, return_counts=True)
+    rows = np.split(np.argsort(of_answer, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picked = np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
+        values.append(statistic(y[picked], p[picked]))
+    return [float(v) for v in np.nanpercentile(values, [2.5, 97.5])]
 
 
 @torch.no_grad()
@@ -151,10 +174,12 @@ def oracle_predictions(oracle_uri: str, sequences, windows: list[Window]) -> np.
 
 def evaluate(model: DKT | AttentionKT, vocab: SkillVocab, processed: str, split: str = "test",
              oracle_uri: str | None = None, temperature: float = 1.0, reliability_png: str | None = None,
-             protocol: str = "served") -> dict:
+             protocol: str = "served", intervals: bool | None = None) -> dict:
     """Metrics of the model (key "dkt") and every baseline on one split, the model through model.json's temperature.
 
     ``reliability_png``: also draw every method's reliability diagram there (a lake URI).
+    ``intervals``: add the model's ``auc_interval`` and ``ece_interval`` (``bootstrap_interval``); by default
+    on splits of fewer than BOOTSTRAP_BELOW users, where one figure says little.
     """
     sequences = read_sequences(processed, split)
     windows = protocol_windows(sequences, vocab, model.config.max_seq_len, protocol)
@@ -171,9 +196,10 @@ def evaluate(model: DKT | AttentionKT, vocab: SkillVocab, processed: str, split:
         reliability_diagram({name: (y, pred) for name, pred in predictions.items()}, reliability_png,
                             f"Reliability on the {split} split (DKT temperature {temperature:.3g})")
     report = {name: metrics(y, pred) for name, pred in predictions.items()}
-    if sequences.num_rows < BOOTSTRAP_BELOW:
+    if intervals or (intervals is None and sequences.num_rows < BOOTSTRAP_BELOW):
         users = target_positions(windows)[0]
-        report["dkt"]["ece_interval"] = bootstrap_ece(y, predictions["dkt"], users)
+        report["dkt"]["auc_interval"] = bootstrap_interval(auc, y, predictions["dkt"], users)
+        report["dkt"]["ece_interval"] = bootstrap_interval(expected_calibration_error, y, predictions["dkt"], users)
     return report
 
 
