@@ -4,7 +4,7 @@
     .venv/bin/python bench/quality.py --datasets statics2011_dkvmn --models dkt
     .venv/bin/python bench/quality.py --datasets assist2009_dkvmn --grid hidden=64,128 lr=1e-3,2e-3 --budget 600
     .venv/bin/python bench/quality.py --models dkt ensemble --jobs 2 \
-        --grid dkt:batch_size=32,64 ensemble:members=dkt+attn,dkt+dkt+dkt_counts+dkt_counts+attn
+        --grid dkt:batch_size=32,64 dkt:ema=0.99,0 ensemble:members=dkt+dkt_counts+attn+gru ensemble:ema=0.99
     .venv/bin/python bench/quality.py --split original                  # the 3-line datasets' own train/test split
 
 Data: the Riiid-format conversions in ../shared/data/real/<dataset>/riiid/

@@ -72,6 +72,31 @@ def test_every_request_gets_the_same_answer_from_the_real_toolkit_and_kt_endpoin
         assert error == INTERNAL_ERROR
 
 
+@pytest.fixture(scope="module")
+def ensemble_tar(sample_lake, tmp_path_factory) -> str:
+    """An ensemble of one member of each kind (LSTM DKT, DKT reading counts, attention, GRU DKT), trained as the
+    tiny model is: the model whose members the DKT corpus above never loads."""
+    from kt_testing import train_tiny_model
+
+    base = tmp_path_factory.mktemp("toolkit-ensemble")
+    model_dir = train_tiny_model(f"{sample_lake}/processed/ednet", str(base), "ensemble-model", model="ensemble",
+                                 members="dkt+dkt_counts+attn+gru")
+    artifact.pack(model_dir, str(base / "model.tar.gz"))
+    return str(base / "model.tar.gz")
+
+
+def test_an_ensemble_of_every_member_kind_gets_the_same_answers_from_the_real_toolkit(ensemble_tar):
+    with toolkit_serve.running(ensemble_tar) as real, serve.running(ensemble_tar) as ours, \
+            httpx.Client(base_url=real.url, timeout=60) as toolkit, httpx.Client(base_url=ours.url, timeout=60) as twin:
+        answers = {case.name: _answer(toolkit, case) for case in CORPUS}
+        for case in CORPUS:
+            assert answers[case.name] == _answer(twin, case), case.name
+            if not (case.field or "").startswith("state"):  # an ensemble keeps no state, so may read none sent
+                assert answers[case.name][0] == case.status, case.name
+    stateful = json.loads(answers["stateful"][2])
+    assert stateful["state"] is None and len(stateful["mastery"]) > 1  # answered by recomputing, as said
+
+
 def test_a_body_over_the_payload_limit_is_refused_before_the_handler(toolkit, twin):
     """TorchServe's limit (6553500 bytes) answers 413 with an empty body; `kt endpoint serve` names the field.
 

@@ -242,6 +242,24 @@ def test_the_toolkit_trains_resumes_after_a_spot_interruption_and_ends_bit_ident
     assert with_current["current_model_version"] == request["TrainingJobName"]
 
 
+@pytest.mark.slow
+def test_the_toolkit_trains_an_ensemble_of_every_member_kind(sample_lake, sourcedir, tmp_path):
+    """model=ensemble through the same entry point: each member kind's weights under its own keys, evaluated."""
+    members = "dkt+dkt_counts+attn+gru"
+    request = aws_requests.training_job(Settings(), RUN, {**HYPERPARAMETERS, "epochs": 1, "model": "ensemble",
+                                                          "members": members})
+    base = str(tmp_path / "job")
+    _container(base, request, sourcedir, f"{sample_lake}/processed/ednet")
+    code, log = _run(base, request)
+    assert code == 0, log[-4000:]
+    info = json.load(open(os.path.join(base, "model", "model.json")))
+    assert info["model"] == "ensemble" and info["config"]["members"] == members.split("+")
+    keys = {".".join(k.split(".")[:3]) for k in _state_dict(base)}
+    assert {"members.0.lstm", "members.1.lstm", "members.3.gru"} <= keys and not any(".2.lstm" in k for k in keys)
+    report = json.load(open(os.path.join(base, "model", "evaluation.json")))
+    assert report["candidate"]["dkt"]["n"] > 0
+
+
 def test_a_rejected_hyperparameter_is_the_jobs_failure_reason(sample_lake, sourcedir, tmp_path):
     """Our failure file survives the toolkit (it writes its own only when there is none) and the job fails."""
     request = aws_requests.training_job(Settings(), RUN, {**HYPERPARAMETERS, "epoch": 3})

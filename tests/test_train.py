@@ -8,11 +8,12 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
 import torch
 
-from kt.train import METRIC_REGEXES, Hyperparameters, parse_hyperparameters, read_hyperparameters
+from kt.train import METRIC_REGEXES, Hyperparameters, argument_parser, parse_hyperparameters, read_hyperparameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +59,14 @@ def test_cli_arguments_override_the_json_file(tmp_path):
     hp = read_hyperparameters(str(path), ["--epochs=2", "--lr", "0.1"])
     assert (hp.epochs, hp.batch_size, hp.lr) == (2, 8, 0.1)
     assert read_hyperparameters(str(tmp_path / "missing.json"), []) == Hyperparameters()
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Hyperparameters)])
+def test_every_hyperparameter_reaches_the_hyperparameters_not_an_option_it_prefixes(name):
+    """The toolkit passes `--model ensemble`: argparse's prefix matching once read it as --model-dir."""
+    for argv in (["--" + name, "x"], [f"--{name}=x"]):
+        args, rest = argument_parser().parse_known_args(argv)
+        assert rest == argv and not any(vars(args).values()), (argv, vars(args))
 
 
 def test_metric_regexes_capture_the_printed_lines():

@@ -424,9 +424,14 @@ def write_failure(paths: TrainingPaths, message: str) -> None:
         log.exception("cannot write the failure file")
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The entry point's own options; everything else on the command line is a hyperparameter.
+
+    allow_abbrev=False because the training toolkit passes each hyperparameter as ``--name value``: with
+    argparse's prefix matching, ``--model ensemble`` was read as ``--model-dir ensemble``.
+    """
     parser = argparse.ArgumentParser(
-        prog="kt train",
+        prog="kt train", allow_abbrev=False,
         description="Train a kt.model model (SageMaker training contract). Unknown --key=value pairs are hyperparameters: "
         + ", ".join(f.name for f in fields(Hyperparameters)),
     )
@@ -436,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", help="failure file (default: /opt/ml/output)")
     parser.add_argument("--hyperparameters", help="hyperparameters.json (default: /opt/ml/input/config/...)")
     parser.add_argument("--job-name", help="model version to record (default: TRAINING_JOB_NAME)")
-    args, rest = parser.parse_known_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, rest = argument_parser().parse_known_args(argv)
     paths = training_paths(
         train_channel=args.train, model_dir=args.model_dir, checkpoint_dir=args.checkpoint_dir,
         output_dir=args.output_dir, hyperparameters_file=args.hyperparameters, job_name=args.job_name,
