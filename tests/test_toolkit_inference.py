@@ -35,13 +35,13 @@ def corpus_tar(tiny_model_dir, tmp_path_factory) -> str:
     return str(base / "model.tar.gz")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def toolkit(corpus_tar):
     with toolkit_serve.running(corpus_tar) as running, httpx.Client(base_url=running.url, timeout=60) as client:
         yield client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def twin(corpus_tar):
     with serve.running(corpus_tar) as running, httpx.Client(base_url=running.url, timeout=60) as client:
         yield client
@@ -52,24 +52,45 @@ def _answer(client: httpx.Client, case: Case) -> tuple[int, str | None, str]:
     return reply.status_code, reply.headers.get("content-type"), reply.text
 
 
-def test_both_servers_answer_ping(toolkit, twin):
-    assert toolkit.get("/ping").status_code == 200 and twin.get("/ping").status_code == 200
+class TestOneServerOfEachForTheCorpus:
+    """One toolkit server and one twin for these tests, stopped after them: the tests below start their own,
+    and TorchServe runs one at a time on a machine (kt.toolkit_serve)."""
 
+    def test_both_servers_answer_ping(self, toolkit, twin):
+        assert toolkit.get("/ping").status_code == 200 and twin.get("/ping").status_code == 200
 
-@pytest.mark.parametrize("case", [*CORPUS, CRASH], ids=lambda c: c.name)
-def test_every_request_gets_the_same_answer_from_the_real_toolkit_and_kt_endpoint_serve(toolkit, twin, case):
-    status, content_type, body = _answer(toolkit, case)
-    assert (status, content_type, body) == _answer(twin, case)
-    assert status == case.status
-    if status == 200:
-        lines = [json.loads(line) for line in body.splitlines()]
-        assert all("mastery" in line or set(line) >= {"error", "field"} for line in lines)
-        return
-    assert content_type == "application/json"
-    error = json.loads(body)  # the whole body: no traceback after it
-    assert set(error) == {"error", "field"} and case.error in error["error"] and error["field"] == case.field
-    if status == 500:
-        assert error == INTERNAL_ERROR
+    def test_a_second_toolkit_server_is_refused_while_one_runs(self, toolkit, corpus_tar):
+        """The toolkit adopts the first TorchServe it finds: a second one, stopped, would stop the first."""
+        with pytest.raises(RuntimeError, match="TorchServe already runs on this machine"):
+            with toolkit_serve.running(corpus_tar):
+                pass
+        assert toolkit.get("/ping").status_code == 200
+
+    @pytest.mark.parametrize("case", [*CORPUS, CRASH], ids=lambda c: c.name)
+    def test_every_request_gets_the_same_answer_from_the_real_toolkit_and_kt_endpoint_serve(self, toolkit, twin, case):
+        status, content_type, body = _answer(toolkit, case)
+        assert (status, content_type, body) == _answer(twin, case)
+        assert status == case.status
+        if status == 200:
+            lines = [json.loads(line) for line in body.splitlines()]
+            assert all("mastery" in line or set(line) >= {"error", "field"} for line in lines)
+            return
+        assert content_type == "application/json"
+        error = json.loads(body)  # the whole body: no traceback after it
+        assert set(error) == {"error", "field"} and case.error in error["error"] and error["field"] == case.field
+        if status == 500:
+            assert error == INTERNAL_ERROR
+
+    def test_a_body_over_the_payload_limit_is_refused_before_the_handler(self, toolkit, twin):
+        """TorchServe's limit (6553500 bytes) answers 413 with an empty body; `kt endpoint serve` names the field.
+
+        On AWS, InvokeEndpoint refuses a body over 6 MB before it reaches the container.
+        """
+        body = b"x" * 6_600_000
+        reply = toolkit.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+        assert (reply.status_code, reply.content) == (413, b"")
+        reply = twin.post("/invocations", content=body, headers={"Content-Type": "application/json"})
+        assert reply.status_code == 413 and reply.json() == {"error": "the body exceeds 6 MB", "field": "body"}
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +116,6 @@ def test_an_ensemble_of_every_member_kind_gets_the_same_answers_from_the_real_to
                 assert answers[case.name][0] == case.status, case.name
     stateful = json.loads(answers["stateful"][2])
     assert stateful["state"] is None and len(stateful["mastery"]) > 1  # answered by recomputing, as said
-
-
-def test_a_body_over_the_payload_limit_is_refused_before_the_handler(toolkit, twin):
-    """TorchServe's limit (6553500 bytes) answers 413 with an empty body; `kt endpoint serve` names the field.
-
-    On AWS, InvokeEndpoint refuses a body over 6 MB before it reaches the container.
-    """
-    body = b"x" * 6_600_000
-    reply = toolkit.post("/invocations", content=body, headers={"Content-Type": "application/json"})
-    assert (reply.status_code, reply.content) == (413, b"")
-    reply = twin.post("/invocations", content=body, headers={"Content-Type": "application/json"})
-    assert reply.status_code == 413 and reply.json() == {"error": "the body exceeds 6 MB", "field": "body"}
 
 
 def test_an_answer_over_torchserves_response_limit_kills_the_worker(corpus_tar):

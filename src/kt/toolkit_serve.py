@@ -17,7 +17,8 @@ What differs from the image, none of it on the request path:
 - its metrics and gRPC listeners and its worker socket get free ports instead of fixed ones;
 - ``SAGEMAKER_MODEL_SERVER_WORKERS`` defaults to 1 (the image sets the CPU count).
 
-The toolkit refuses to start when another TorchServe runs on the machine, so run one at a time.
+One at a time on a machine: the toolkit adopts the first TorchServe process it finds as its own, so a
+second server would forward its SIGTERM to the first one's TorchServe (``running`` refuses to start it).
 The server is ready when its worker has loaded the model (TorchServe's ``/ping`` answers before).
 """
 
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import httpx
+import psutil
 
 from kt import artifact
 from kt.aws import free_port
@@ -42,6 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TOOLKIT_PYTHON = os.path.join(REPO, ".venv-toolkit", "bin", "python")
 STARTUP_TIMEOUT_S = 180.0  # JVM, worker, torch import and model_fn on a busy machine
 STOP_TIMEOUT_S = 30.0
+TS_NAMESPACE = "org.pytorch.serve.ModelServer"  # in a TorchServe JVM's command line, as the toolkit finds it
 READY_MARKER = "WorkerLoadTime"  # TorchServe's metric line once a worker has loaded the model
 # The image's `serve`, but TorchServe's config file is written where this process may write.
 SERVE = ("import sys\n"
@@ -55,6 +58,15 @@ class Endpoint:
     url: str
     process: subprocess.Popen
     log: str  # TorchServe's and the toolkit's output
+
+
+def torchserve_pids() -> list[int]:
+    """TorchServe servers running on this machine, found as the toolkit's _retrieve_ts_server_process finds them."""
+    pids = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] != psutil.STATUS_ZOMBIE and TS_NAMESPACE in (process.info["cmdline"] or []):
+            pids.append(process.pid)
+    return pids
 
 
 def _pump(stream, log_path: str, ready: threading.Event) -> None:
@@ -74,6 +86,9 @@ def running(model: str, workers: int = 1, environment_vars: dict[str, str] | Non
     """Serve a model.tar.gz (path or lake URI) through the toolkit and TorchServe; yield once it answers."""
     if not os.path.exists(python):
         raise RuntimeError(f"{python} is missing: `make test` builds it from requirements-toolkit.txt")
+    if others := torchserve_pids():
+        raise RuntimeError(f"TorchServe already runs on this machine (pid {', '.join(map(str, others))}): the "
+                           "toolkit would adopt it, and stopping this server would stop that one; stop it first")
     base = tempfile.mkdtemp(prefix="kt-toolkit-")
     process = None
     try:
